@@ -1,0 +1,171 @@
+"""The offline command groups: `data`, `train`, `eval`, `export`. Commands are thin: parse, call, print."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from training.cli_options import config_command, path_param
+from training.errors import LLMRecError
+
+console = Console(stderr=True)
+
+data_app = typer.Typer(help="Download and prepare datasets.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models (SASRec, LLM-SRec, A-LLMRec).", no_args_is_help=True)
+export_app = typer.Typer(help="Export and verify service bundles.", no_args_is_help=True)
+
+
+def default_data_dir() -> Path:
+    """Where raw datasets live: LLMREC_DATA_DIR, else ./data."""
+    return Path(os.environ.get("LLMREC_DATA_DIR", "data"))
+
+
+def fail(err: Exception) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {err}")
+    return typer.Exit(code=2)
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. ml-100k, ml-1m, amazon2014-beauty.")],
+    dest: Annotated[Path | None, typer.Option(help="Target root (default: $LLMREC_DATA_DIR).")] = None,
+) -> None:
+    """Fetch a dataset's official files (checksums verified) into DEST/NAME."""
+    from training.data.download import download_dataset
+
+    try:
+        path = download_dataset(name, dest or default_data_dir())
+    except LLMRecError as err:
+        raise fail(err) from None
+    console.print(f"downloaded {name} → {path}")
+
+
+def _load_data(path: Path):  # noqa: ANN202 - PreparedData, imported lazily
+    from training.data.dataset import load_prepared
+
+    return load_prepared(path)
+
+
+def _print_stats(stats: dict) -> None:
+    table = Table("stat", "value")
+    for key, value in stats.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def _register_prepare() -> None:
+    from training.data.prepare import PrepareConfig, prepare_dataset
+
+    def run(config: PrepareConfig, out: Path, source: Path | None) -> None:
+        src = source or default_data_dir() / config.dataset
+        try:
+            path = prepare_dataset(config, src, out)
+        except LLMRecError as err:
+            raise fail(err) from None
+        _print_stats(json.loads((path / "stats.json").read_text()))
+        console.print(f"prepared {config.dataset} → {path}")
+
+    data_app.command("prepare")(
+        config_command(
+            PrepareConfig,
+            [
+                path_param("out", "Output directory for the processed dataset."),
+                path_param("source", "Raw files (default: $LLMREC_DATA_DIR/<dataset>).", default=None),
+            ],
+            run,
+            "Build the processed dataset: catalog, chronological sequences, leave-one-out split, stats.",
+        )
+    )
+
+
+def _register_train_sasrec() -> None:
+    from training.sasrec_train import SASRecTrainConfig, train_sasrec
+
+    def run(config: SASRecTrainConfig, data: Path, out: Path) -> None:
+        try:
+            result = train_sasrec(_load_data(data), config, out)
+        except LLMRecError as err:
+            raise fail(err) from None
+        console.print_json(json.dumps(result, default=str))
+
+    train_app.command("sasrec")(
+        config_command(
+            SASRecTrainConfig,
+            [path_param("data", "Processed dataset directory."), path_param("out", "Checkpoint directory.")],
+            run,
+            "Train SASRec (the CF-SRec teacher); keeps the best validation NDCG@10 epoch.",
+        )
+    )
+
+
+def _register_train_llmsrec() -> None:
+    from training.llmsrec_train import LLMSRecTrainConfig, train_llmsrec
+
+    def run(config: LLMSRecTrainConfig, data: Path, sasrec: Path, out: Path) -> None:
+        try:
+            result = train_llmsrec(_load_data(data), sasrec, config, out)
+        except LLMRecError as err:
+            raise fail(err) from None
+        console.print_json(json.dumps(result, default=str))
+
+    train_app.command("llmsrec")(
+        config_command(
+            LLMSRecTrainConfig,
+            [
+                path_param("data", "Processed dataset directory."),
+                path_param("sasrec", "Trained SASRec checkpoint (the teacher)."),
+                path_param("out", "Checkpoint directory."),
+            ],
+            run,
+            "Train LLM-SRec: frozen LLM, soft tokens, distillation from SASRec. Only the MLPs train.",
+        )
+    )
+
+
+def eval_command(
+    model: Annotated[str, typer.Option(help="sasrec | llmsrec | llm-only | popularity")],
+    data: Annotated[Path, typer.Option(help="Processed dataset directory.")],
+    ckpt: Annotated[Path | None, typer.Option(help="Checkpoint directory (not for popularity).")] = None,
+    protocol: Annotated[str, typer.Option(help="1+99 | 1+19 | full")] = "1+99",
+    split: Annotated[str, typer.Option(help="test | valid")] = "test",
+    shuffle: Annotated[bool, typer.Option(help="Randomly permute every input history.")] = False,
+    max_users: Annotated[int, typer.Option(help="Evaluate at most this many users.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the stored candidates and of the shuffle.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score a model on the shared leave-one-out candidates; prints NDCG@10/20, HR@1/10/20, MRR."""
+    from training.evaluation import evaluate
+    from training.scorers import load_scorer
+
+    if protocol not in ("1+99", "1+19", "full") or split not in ("test", "valid"):
+        raise fail(ValueError(f"unknown protocol {protocol!r} or split {split!r}"))
+    try:
+        dataset = _load_data(data)
+        scorer = load_scorer(model, ckpt, dataset, device)
+        result = evaluate(
+            dataset, scorer, protocol, split=split, seed=seed, max_users=max_users, shuffle=shuffle,  # type: ignore[arg-type]
+            progress=not as_json,
+        )
+    except LLMRecError as err:
+        raise fail(err) from None
+    result = {"model": model, **result}
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        _print_stats(result)
+
+
+def build_apps() -> list[tuple[str, typer.Typer]]:
+    """The groups to mount on the root `llmrec` command."""
+    logging.basicConfig(level=os.environ.get("LLMREC_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    for register in (_register_prepare, _register_train_sasrec, _register_train_llmsrec):
+        register()
+    return [("data", data_app), ("train", train_app), ("export", export_app)]
