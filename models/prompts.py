@@ -1,0 +1,97 @@
+"""LLM-SRec prompt text: user and item prompts, title truncation, special-token names.
+
+Pure strings and token ids; knows nothing about embeddings or models. Training and serving both use it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Bump when the wording changes: vectors from different template versions are not comparable.
+PROMPT_TEMPLATE_VERSION = "llmsrec-v1"
+
+HISTORY_EMB = "[HistoryEmb]"
+USER_OUT = "[UserOut]"
+ITEM_OUT = "[ItemOut]"
+PAD_TOKEN = "[PAD]"
+# Order matters: added in this order every time, so the ids are the same on every load.
+MARKER_TOKENS = (HISTORY_EMB, USER_OUT, ITEM_OUT)
+PAD_KEY = "pad"  # key of the pad id in the special-token record {token: id}
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """What the prompt says: domain wording and size bounds."""
+
+    verb: str = "purchased"
+    noun: str = "item"
+    history_len: int = 10
+    max_title_tokens: int = 24
+    version: str = PROMPT_TEMPLATE_VERSION
+
+
+def format_date(timestamp: float) -> str:
+    """Unix seconds → 'YYYY-MM-DD' (UTC)."""
+    return dt.datetime.fromtimestamp(float(timestamp), tz=dt.UTC).strftime("%Y-%m-%d")
+
+
+def truncate_titles(titles: Sequence[str], tokenizer: Any, max_tokens: int) -> list[str]:
+    """Cut every title to at most `max_tokens` tokens (decoded back to text).
+
+    Double quotes become single quotes and marker strings are dropped, so a title cannot break the prompt.
+    """
+    clean = []
+    for title in titles:
+        for marker in (*MARKER_TOKENS, PAD_TOKEN):
+            title = title.replace(marker, "")
+        clean.append(title.replace('"', "'").strip())
+    ids = tokenizer(clean, add_special_tokens=False)["input_ids"]
+    return [
+        text if len(tok) <= max_tokens else tokenizer.decode(tok[:max_tokens]).strip()
+        for text, tok in zip(clean, ids, strict=True)
+    ]
+
+
+def user_prompt(titles: Sequence[str], dates: Sequence[str] | None, config: PromptConfig) -> str:
+    """The user prompt for the given (already cut) history, oldest first; ends with [UserOut].
+
+    [UserOut] is the last token so a LAST-pooling runner (vLLM) reads the same hidden state.
+    """
+    if dates is not None and len(dates) != len(titles):
+        raise ValueError(f"{len(dates)} dates for {len(titles)} titles")
+    parts = []
+    for n, title in enumerate(titles):
+        time = f"Time: {dates[n]}, " if dates is not None else ""
+        parts.append(f'Item No.{n + 1}, {time}"{title}"{HISTORY_EMB}')
+    nouns = config.noun + "s"
+    return (
+        f"This user has {config.verb} a series of {nouns} in the following order: "
+        + ",".join(parts)
+        + f". Based on this sequence of {nouns}, generate user representation token:{USER_OUT}"
+    )
+
+
+def item_prompt(title: str, config: PromptConfig) -> str:
+    """The item prompt: title and its CF embedding; ends with [ItemOut]."""
+    noun = config.noun
+    return (
+        f'The {noun} title and {noun} embedding are as follows: "{title}"{HISTORY_EMB}, '
+        f"then generate {noun} representation token:{ITEM_OUT}"
+    )
+
+
+def cut_history(
+    items: Sequence[int] | np.ndarray, timestamps: Sequence[float] | np.ndarray | None, history_len: int
+) -> tuple[list[int], list[str] | None]:
+    """The last `history_len` items and their dates (None when the data has no timestamps)."""
+    kept = [int(i) for i in items][-history_len:] if history_len > 0 else []
+    if timestamps is None:
+        return kept, None
+    if len(timestamps) != len(items):
+        raise ValueError(f"{len(timestamps)} timestamps for {len(items)} items")
+    return kept, [format_date(t) for t in list(timestamps)[len(items) - len(kept) :]]
