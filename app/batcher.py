@@ -1,0 +1,149 @@
+"""Micro-batcher: concurrent requests for user vectors that arrive within a short window are run as one
+padded LLM forward in a worker thread, off the event loop, one batch at a time. Identical prompts in flight
+share one slot; a job whose every waiter gave up (timed out) is dropped before it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """What the LLM needs for one user: the history window (oldest first) and its timestamps."""
+
+    items: tuple[int, ...]
+    timestamps: tuple[float, ...] | None
+
+
+@dataclass
+class _Slot:
+    key: str
+    job: EncodeJob
+    future: asyncio.Future[np.ndarray]
+    arrived: float
+    waiters: int = 0
+    running: bool = field(default=False)
+
+
+BatchFn = Callable[[Sequence[EncodeJob]], np.ndarray]  # jobs → (B, D), blocking
+BatchHook = Callable[[int, float], None]  # (batch size, seconds)
+
+
+class MicroBatcher:
+    def __init__(
+        self, fn: BatchFn, window_s: float, max_batch_size: int, on_batch: BatchHook | None = None
+    ) -> None:
+        self.fn, self.window_s, self.max_batch_size, self.on_batch = fn, window_s, max_batch_size, on_batch
+        self._pending: list[_Slot] = []
+        self._slots: dict[str, _Slot] = {}
+        self._has_work = asyncio.Event()
+        self._full = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-forward")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="micro-batcher")
+
+    async def submit(self, key: str, job: EncodeJob) -> np.ndarray:
+        """The user vector for `job`; BackendError if the backend fails. Cancel-safe: a cancelled (timed
+        out) caller leaves the shared slot to other waiters, or drops it if it has not started."""
+        if self._task is None or self._task.done():
+            raise BackendError("the micro-batcher is not running")
+        slot = self._slots.get(key)
+        if slot is None:
+            loop = asyncio.get_running_loop()
+            slot = _Slot(key, job, loop.create_future(), loop.time())
+            slot.future.add_done_callback(_consume_exception)
+            self._slots[key] = slot
+            self._pending.append(slot)
+            self._has_work.set()
+            if len(self._pending) >= self.max_batch_size:
+                self._full.set()
+        slot.waiters += 1
+        try:
+            return await asyncio.shield(slot.future)
+        finally:
+            slot.waiters -= 1
+            if slot.waiters == 0 and not slot.running and not slot.future.done():
+                self._drop(slot)
+
+    def _drop(self, slot: _Slot) -> None:
+        self._pending.remove(slot)
+        self._slots.pop(slot.key, None)
+        slot.future.cancel()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._has_work.wait()
+            delay = self._pending[0].arrived + self.window_s - loop.time() if self._pending else 0.0
+            if delay > 0 and len(self._pending) < self.max_batch_size:
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), delay)
+            batch, self._pending = self._pending[: self.max_batch_size], self._pending[self.max_batch_size :]
+            if not self._pending:
+                self._has_work.clear()
+            if batch:
+                await self._run(batch)
+
+    async def _run(self, batch: list[_Slot]) -> None:
+        for slot in batch:
+            slot.running = True
+        start = time.perf_counter()
+        try:
+            jobs = [slot.job for slot in batch]
+            vectors = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, jobs)
+            if len(vectors) != len(batch):
+                raise BackendError(f"backend returned {len(vectors)} vectors for {len(batch)} prompts")
+        except Exception as err:  # the engine boundary: any backend failure becomes a fallback, not a 500
+            log.warning("LLM batch of %d failed: %r", len(batch), err)
+            for slot in batch:
+                _settle(slot, error=BackendError(f"LLM backend failed: {type(err).__name__}: {err}"))
+        else:
+            for slot, vector in zip(batch, vectors, strict=True):
+                _settle(slot, value=np.asarray(vector, dtype=np.float32))
+        finally:
+            for slot in batch:
+                self._slots.pop(slot.key, None)
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - start)
+
+    async def close(self) -> None:
+        """Stop collecting; waiters of unfinished jobs get BackendError; a running forward is abandoned."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for slot in [*self._pending, *self._slots.values()]:
+            _settle(slot, error=BackendError("the service is shutting down"))
+        self._pending.clear()
+        self._slots.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle(slot: _Slot, value: np.ndarray | None = None, error: Exception | None = None) -> None:
+    if slot.future.done():
+        return
+    if error is not None:
+        slot.future.set_exception(error)
+    else:
+        slot.future.set_result(value)  # type: ignore[arg-type]
+
+
+def _consume_exception(future: asyncio.Future[np.ndarray]) -> None:
+    """Mark an exception as retrieved when every waiter already left (no 'never retrieved' warning)."""
+    if not future.cancelled():
+        future.exception()

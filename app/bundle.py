@@ -1,0 +1,153 @@
+"""Open a service bundle: verify it through models.bundle (refusing any problem), then load the catalog,
+popularity, SASRec, the LLM-SRec heads and the item table. Knows nothing of the LLM itself (app.backends)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from app.domain import CatalogItem
+from app.errors import StartupError
+from models.bundle import (
+    CATALOG_FILE,
+    ITEM_VECTORS_FILE,
+    LLM_DIR,
+    POPULARITY_FILE,
+    BundleError,
+    Manifest,
+    load_verified_manifest,
+)
+from models.llmsrec import LLMSRec, LLMSRecConfig
+from models.prompts import PromptConfig
+from models.sasrec import SASRec, SASRecConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Items in id order (items[i].item_id == i + 1) and the dataset's genre vocabulary."""
+
+    items: tuple[CatalogItem, ...]
+    genres: tuple[str, ...]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def get(self, item_id: int) -> CatalogItem | None:
+        return self.items[item_id - 1] if 1 <= item_id <= len(self.items) else None
+
+    def genre_matrix(self) -> np.ndarray:
+        """(n_items + 1, G) bool: item i has genre g; row 0 (padding) has none."""
+        index = {g: j for j, g in enumerate(self.genres)}
+        out = np.zeros((self.n_items + 1, len(self.genres)), dtype=bool)
+        for item in self.items:
+            out[item.item_id, [index[g] for g in item.genres if g in index]] = True
+        return out
+
+
+@dataclass
+class ServingBundle:
+    """Everything the service reads from the bundle, loaded once at startup (weights on `device`)."""
+
+    root: Path
+    manifest: Manifest
+    catalog: Catalog
+    popularity: np.ndarray  # (n_items + 1,) float32, row 0 = 0
+    sasrec: SASRec
+    heads: LLMSRec | None  # None for a SASRec-only bundle
+    item_vectors: np.ndarray | None  # (n_items + 1, user_dim) float32
+    prompt: PromptConfig | None
+
+    @property
+    def version(self) -> str:
+        return self.manifest.bundle_version
+
+    @property
+    def window(self) -> int:
+        """The longest history any model of the bundle reads: stored histories are capped to it."""
+        return max(self.sasrec.config.max_len, self.prompt.history_len if self.prompt else 0)
+
+    def llm_location(self, override: str | None = None) -> str:
+        """Where the LLM lives: the override, the bundle's llm/ directory, or the manifest's path / HF id."""
+        if override:
+            return override
+        if self.manifest.llm is None:
+            raise StartupError(f"bundle {self.root} has no llm section; it cannot serve LLM-SRec")
+        path = str(self.manifest.llm["path"])
+        return str(self.root / LLM_DIR) if path == LLM_DIR else path
+
+
+def verify(bundle_dir: Path) -> Manifest:
+    """The manifest of a sound bundle; StartupError listing every problem (files named) otherwise."""
+    try:
+        return load_verified_manifest(Path(bundle_dir))
+    except BundleError as err:
+        raise StartupError(f"refusing to start: {err}") from err
+
+
+def _config(cls: type, raw: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def _load_weights(module: nn.Module, path: Path, device: str) -> None:
+    try:
+        module.load_state_dict(load_file(path, device=device))
+    except (OSError, SafetensorError, RuntimeError) as err:
+        raise StartupError(f"{path}: cannot load weights: {err}") from err
+
+
+def _read_catalog(path: Path, genres: tuple[str, ...]) -> Catalog:
+    items = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            items.append(
+                CatalogItem(
+                    int(row["item_id"]),
+                    str(row.get("original_id", row["item_id"])),
+                    str(row["title"]),
+                    None if row.get("year") is None else int(row["year"]),
+                    tuple(str(g) for g in row.get("genres") or ()),
+                )
+            )
+    vocab = genres or tuple(sorted({g for item in items for g in item.genres}))
+    return Catalog(tuple(items), vocab)
+
+
+def load_bundle(bundle_dir: Path, manifest: Manifest, device: str) -> ServingBundle:
+    """Load a verified bundle's weights and tables; SASRec and heads in eval mode on `device`."""
+    root = Path(bundle_dir)
+    sasrec = SASRec(_config(SASRecConfig, dict(manifest.configs["sasrec"])))
+    _load_weights(sasrec, root / "sasrec" / "model.safetensors", "cpu")
+    heads, item_vectors, prompt = None, None, None
+    if "llmsrec" in manifest.models:
+        heads = LLMSRec(_config(LLMSRecConfig, dict(manifest.configs["llmsrec"])))
+        _load_weights(heads, root / "llmsrec" / "heads.safetensors", "cpu")
+        heads = heads.to(device).eval()
+        item_vectors = np.load(root / ITEM_VECTORS_FILE, allow_pickle=False).astype(np.float32)
+        llm = manifest.llm or {}
+        prompt = PromptConfig(
+            verb=manifest.dataset.verb,
+            noun=manifest.dataset.noun,
+            history_len=int(llm["history_len"]),
+            max_title_tokens=int(llm["max_title_tokens"]),
+            version=str(llm["prompt_template_version"]),
+        )
+    popularity = np.load(root / POPULARITY_FILE, allow_pickle=False).astype(np.float32)
+    catalog = _read_catalog(root / CATALOG_FILE, manifest.dataset.genres)
+    log.info("bundle %s: %d items, models %s", manifest.bundle_version, catalog.n_items, manifest.models)
+    return ServingBundle(
+        root, manifest, catalog, popularity, sasrec.to(device).eval(), heads, item_vectors, prompt
+    )

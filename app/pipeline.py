@@ -1,0 +1,224 @@
+"""The recommend pipeline as named stages over app.domain values: resolve history → split known items →
+candidate mask → user vector (cache, micro-batched LLM, SASRec fallback) → retrieve + rank → respond.
+Also stored histories and catalog look-ups. Framework-free: no HTTP, no pydantic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from app.backends.base import LLMBackend
+from app.batcher import EncodeJob, MicroBatcher
+from app.bundle import ServingBundle
+from app.cache import Store, vector_key
+from app.domain import (
+    AppendResult,
+    CatalogItem,
+    Event,
+    HistorySource,
+    RankedItem,
+    Recommendation,
+    RecommendQuery,
+    Strategy,
+)
+from app.errors import BackendError, InvalidRequestError, NotFoundError, StoreUnavailableError
+from app.metrics import Metrics
+from app.retrieval import CandidateFilter, PopularityRanker, Ranker
+from models.prompts import cut_history
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineLimits:
+    llm_timeout_s: float
+    max_history: int
+    max_events: int
+    key_prefix: str
+
+
+@dataclass
+class UserEncoding:
+    """How the user is represented: the strategy that will rank, its vector, and what happened on the way."""
+
+    strategy: Strategy
+    vector: np.ndarray | None
+    cache_hit: bool = False
+    degraded_reason: str | None = None
+
+
+class RecommendService:
+    def __init__(
+        self,
+        bundle: ServingBundle,
+        store: Store,
+        backend: LLMBackend | None,
+        batcher: MicroBatcher | None,
+        rankers: dict[str, Ranker],
+        popularity: PopularityRanker,
+        candidates: CandidateFilter,
+        metrics: Metrics,
+        limits: PipelineLimits,
+    ) -> None:
+        self.bundle, self.store, self.backend, self.batcher = bundle, store, backend, batcher
+        self.rankers = rankers
+        self.popularity, self.candidates, self.metrics, self.limits = popularity, candidates, metrics, limits
+
+    async def recommend(self, q: RecommendQuery) -> Recommendation:
+        start, timing = time.perf_counter(), dict[str, float]()
+        history, source, store_problem = await self._resolve_history(q)
+        known, unknown = self._split_known(history)
+        seen = [e.item_id for e in history] if q.exclude_seen else []
+        allowed, n_blocked = self.candidates.allowed(q.filters, seen)
+        encoding = await self._encode(known, q.model, timing)
+        t = time.perf_counter()
+        if encoding.vector is None:
+            ranked = self.popularity.rank(allowed, q.k)
+        else:
+            ranker, vector = self.rankers[encoding.strategy], encoding.vector
+            ranked = await asyncio.to_thread(ranker.rank, vector, allowed, q.k, n_blocked)
+        timing["rank"] = _ms(t)
+        timing["total"] = _ms(start)
+        self.metrics.recommendations.labels(encoding.strategy).inc()
+        reason = encoding.degraded_reason or store_problem
+        return Recommendation(
+            items=[RankedItem(i, self.bundle.catalog.items[i - 1].title, s) for i, s in ranked],
+            bundle_version=self.bundle.version,
+            strategy=encoding.strategy,
+            cache_hit=encoding.cache_hit,
+            degraded=reason is not None,
+            degraded_reason=reason,
+            unknown_items=unknown,
+            history_length=len(known),
+            history_source=source,
+            timing_ms=timing,
+        )
+
+    async def _resolve_history(self, q: RecommendQuery) -> tuple[list[Event], HistorySource, str | None]:
+        """The body's history, else the stored one; a store outage degrades to an empty history."""
+        if q.history is not None:
+            if len(q.history) > self.limits.max_history:
+                limit = self.limits.max_history
+                raise InvalidRequestError(
+                    f"history has {len(q.history)} events; the limit is {limit} (max_history)"
+                )
+            return list(q.history), "body", None
+        assert q.user_id is not None  # the request schema requires one of the two
+        try:
+            stored = await self.store.get_history(q.user_id)
+        except StoreUnavailableError as err:
+            self.metrics.fallbacks.labels("history_unavailable").inc()
+            return [], "none", f"stored history unavailable ({err.message}); ranked by popularity"
+        return stored, "stored" if stored else "none", None
+
+    def _split_known(self, history: Sequence[Event]) -> tuple[list[Event], list[int]]:
+        """Items of the bundle's catalog (in order) and the sorted distinct unknown ids (skipped)."""
+        known = [e for e in history if self.bundle.catalog.get(e.item_id) is not None]
+        unknown = sorted({e.item_id for e in history} - {e.item_id for e in known})
+        return known, unknown
+
+    async def _encode(self, known: list[Event], model: str | None, timing: dict[str, float]) -> UserEncoding:
+        """Popularity for an empty history; LLM-SRec (cache → micro-batched LLM) when asked and available;
+        SASRec when asked, when the bundle has no LLM, or as the degraded fallback of a failed LLM."""
+        if model == "llmsrec" and self.batcher is None:
+            models = ", ".join(self.bundle.manifest.models)
+            raise InvalidRequestError(
+                f"model 'llmsrec' is not in bundle {self.bundle.version} (models: {models})"
+            )
+        if not known:
+            return UserEncoding("popularity", None)
+        encoding = UserEncoding("sasrec", None)
+        if model != "sasrec" and self.batcher is not None:
+            encoding = await self._llm_vector(known, timing)
+        if encoding.vector is None:
+            t = time.perf_counter()
+            encoding.vector = await asyncio.to_thread(self._sasrec_vector, [e.item_id for e in known])
+            timing["sasrec"] = _ms(t)
+        return encoding
+
+    async def _llm_vector(self, known: list[Event], timing: dict[str, float]) -> UserEncoding:
+        assert self.batcher is not None and self.bundle.prompt is not None
+        prompt = self.bundle.prompt
+        window = known[-prompt.history_len :]
+        items = tuple(e.item_id for e in window)
+        stamps = (
+            None
+            if any(e.timestamp is None for e in window)
+            else tuple(float(e.timestamp or 0) for e in window)
+        )
+        shown, dates = cut_history(items, stamps, prompt.history_len)  # exactly what the prompt shows
+        key = vector_key(self.limits.key_prefix, self.bundle.version, shown, dates, prompt.version)
+        t = time.perf_counter()
+        cached = await self.store.get_vector(key)
+        timing["cache"] = _ms(t)
+        hit = cached is not None and cached.shape == self.rankers["llmsrec"].table.shape[1:]
+        self.metrics.cache_lookup(hit)
+        if hit:
+            return UserEncoding("llmsrec", cached, cache_hit=True)
+        t = time.perf_counter()
+        try:
+            vector = await asyncio.wait_for(
+                self.batcher.submit(key, EncodeJob(items, stamps)), self.limits.llm_timeout_s
+            )
+        except TimeoutError:
+            self.metrics.fallbacks.labels("llm_timeout").inc()
+            return UserEncoding(
+                "sasrec", None, degraded_reason=f"LLM timed out after {self.limits.llm_timeout_s:g} s"
+            )
+        except BackendError as err:
+            self.metrics.fallbacks.labels("llm_error").inc()
+            return UserEncoding("sasrec", None, degraded_reason=str(err))
+        finally:
+            timing["llm"] = _ms(t)
+        await self.store.set_vector(key, vector)
+        return UserEncoding("llmsrec", vector)
+
+    def _sasrec_vector(self, items: Sequence[int]) -> np.ndarray:
+        """SASRec user vector of the last max_len items (no padding needed for one sequence)."""
+        model = self.bundle.sasrec
+        seq = torch.tensor(
+            [list(items)[-model.config.max_len :]], dtype=torch.long, device=model.item_emb.weight.device
+        )
+        with torch.inference_mode():
+            return model.user_vector(seq)[0].float().cpu().numpy()  # (d_cf,)
+
+    async def append_events(self, user_id: str, events: Sequence[Event]) -> AppendResult:
+        """Idempotent on (item, timestamp); the stored history keeps the newest `bundle.window` events."""
+        if len(events) > self.limits.max_events:
+            raise InvalidRequestError(
+                f"{len(events)} events in one request; the limit is {self.limits.max_events} (max_events)"
+            )
+        added, length = await self.store.append_events(user_id, events, self.bundle.window)
+        unknown = sorted({e.item_id for e in events if self.bundle.catalog.get(e.item_id) is None})
+        return AppendResult(added, length, unknown)
+
+    async def history(self, user_id: str) -> list[Event]:
+        return await self.store.get_history(user_id)
+
+    def item(self, item_id: int) -> CatalogItem:
+        item = self.bundle.catalog.get(item_id)
+        if item is None:
+            raise NotFoundError(
+                f"item {item_id} is not in bundle {self.bundle.version} (1..{self.bundle.catalog.n_items})"
+            )
+        return item
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        """(ready, {dependency: 'ok' or the problem}); a SASRec-only bundle needs no LLM."""
+        checks = {"bundle": f"ok ({self.bundle.version})"}
+        checks["store"] = "ok" if await self.store.ping() else "unreachable"
+        if self.backend is None:
+            checks["llm"] = "ok (none: SASRec-only bundle)"
+        else:
+            checks["llm"] = "ok" if self.backend.health() else "unhealthy (last forward failed)"
+        return all(v.startswith("ok") for v in checks.values()), checks
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)

@@ -1,0 +1,131 @@
+"""The service's one configuration object, read from LLMREC_* environment variables (or given directly).
+Every other object receives plain values from it; nothing here opens files or connections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings; env var = LLMREC_ + the field name in capitals (e.g. LLMREC_REDIS_URL)."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMREC_", extra="forbid", frozen=True)
+
+    bundle: Path = Field(description="Bundle directory written by `llmrec export bundle` (manifest.json).")
+    redis_url: str | None = Field(
+        default=None,
+        description="redis:// URL for user vectors and histories; None → in-process LRU (one replica only).",
+    )
+    redis_prefix: str = Field(
+        default="llmrec",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="Prefix of every Redis key, so several deployments (or test runs) share one Redis.",
+    )
+    redis_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="Connect and socket timeout of each Redis call; keeps Redis off the p99.",
+    )
+    redis_retry_after_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="After a Redis error, skip Redis for this long (a simple circuit breaker).",
+    )
+    redis_max_connections: int = Field(
+        default=64, ge=1, le=10_000, description="Size of the Redis connection pool."
+    )
+    cache_ttl_s: int = Field(default=86_400, ge=1, le=30 * 86_400, description="TTL of a cached user vector.")
+    cache_max_entries: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="Capacity of the in-process LRU (used when redis_url is None).",
+    )
+    history_ttl_s: int = Field(
+        default=180 * 86_400,
+        ge=0,
+        le=3650 * 86_400,
+        description="TTL of a stored user history; 0 = never expires.",
+    )
+    llm_backend: Literal["hf", "vllm"] = Field(
+        default="hf",
+        description="LLM engine: 'hf' = transformers in process (default), 'vllm' = not available yet.",
+    )
+    llm_path: str | None = Field(
+        default=None, description="Override of the manifest's LLM location (local directory or HF id)."
+    )
+    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="LLM weight dtype; 'auto' = the dtype recorded in the manifest."
+    )
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="torch device for the LLM, SASRec and ranking: auto (CUDA when present), cpu, cuda[:N].",
+    )
+    batch_window_ms: float = Field(
+        default=5.0, ge=0, le=200, description="How long the micro-batcher collects concurrent cache misses."
+    )
+    max_batch_size: int = Field(default=16, ge=1, le=512, description="Most prompts in one LLM forward.")
+    llm_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Budget for a user vector from the LLM; past it, SASRec (degraded).",
+    )
+    retrieval_top_n: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Candidates taken from FAISS before exact rescoring and filters.",
+    )
+    index_exact_max_items: int = Field(
+        default=200_000,
+        ge=1,
+        description="Catalogs up to this size use an exact inner-product index, larger ones HNSW.",
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        repr=False,
+        description="Accepted X-API-Key values (comma-separated in the env); empty = /v1 routes are open.",
+    )
+    metrics_public: bool = Field(default=True, description="Serve /metrics without an API key.")
+    max_history: int = Field(
+        default=1_000, ge=1, le=10_000, description="Most events in a request's history (longer → 422)."
+    )
+    max_events: int = Field(
+        default=1_000, ge=1, le=10_000, description="Most events in one events POST (more → 422)."
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest accepted request body (larger → 413).",
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[str]) -> list[str]:
+        if any(len(key) < 8 for key in keys):
+            raise ValueError("every API key must have at least 8 characters")
+        return keys
+
+    def resolved_device(self) -> str:
+        """'auto' → 'cuda' when torch sees a GPU, else 'cpu'."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,117 @@
+"""Micro-batching: concurrent cache misses become fewer, larger forwards (recorded in /metrics) whose
+results equal unbatched ones; identical prompts share a slot; timed-out jobs never reach the backend."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from app.batcher import EncodeJob, MicroBatcher
+from app.errors import BackendError
+from tests.app.conftest import CountingBackend, metric_value, serve
+
+pytestmark = pytest.mark.anyio
+
+
+def histories(n: int) -> list[list[int]]:
+    return [[1 + (u * 7 + j * 3) % 60 for j in range(2 + u % 9)] for u in range(n)]
+
+
+async def test_concurrent_misses_are_batched_and_equal_unbatched(make_settings, hf_backend) -> None:
+    backend = CountingBackend(hf_backend)
+    users = histories(8)
+    async with serve(make_settings(batch_window_ms=100, max_batch_size=32), backend=backend) as client:
+        responses = await asyncio.gather(
+            *(client.post("/v1/recommend", json={"history": h, "k": 5}) for h in users)
+        )
+        metrics = (await client.get("/metrics")).text
+    assert all(r.status_code == 200 and not r.json()["cache_hit"] for r in responses)
+    assert sum(backend.batch_sizes) == 8 and backend.calls < 8 and max(backend.batch_sizes) > 1
+    assert metric_value(metrics, "llmrec_llm_batch_size_count") == backend.calls
+    assert metric_value(metrics, "llmrec_llm_batch_size_sum") == 8.0
+    # Left padding + position ids: a prompt's vector does not depend on its batch mates.
+    alone = CountingBackend(hf_backend)
+    async with serve(make_settings(batch_window_ms=0, redis_url=None), backend=alone) as client:  # cold cache
+        for h, batched in zip(users, responses, strict=True):
+            single = (await client.post("/v1/recommend", json={"history": h, "k": 5})).json()
+            got = batched.json()["items"]
+            assert [i["item_id"] for i in got] == [i["item_id"] for i in single["items"]]
+            np.testing.assert_allclose(
+                [i["score"] for i in got], [i["score"] for i in single["items"]], atol=1e-4
+            )
+    assert alone.batch_sizes == [1] * 8
+
+
+async def test_identical_concurrent_misses_share_one_forward(make_settings, hf_backend) -> None:
+    backend = CountingBackend(hf_backend)
+    async with serve(make_settings(batch_window_ms=50), backend=backend) as client:
+        responses = await asyncio.gather(
+            *(client.post("/v1/recommend", json={"history": [4, 5, 6]}) for _ in range(5))
+        )
+    assert backend.batch_sizes == [1]
+    assert len({tuple(i["item_id"] for i in r.json()["items"]) for r in responses}) == 1
+
+
+class RecordingFn:
+    """A blocking batch function that records what it ran; `gate` holds it until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, ...]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, jobs: Sequence[EncodeJob]) -> np.ndarray:
+        self.gate.wait(5)
+        self.batches.append([job.items for job in jobs])
+        return np.array([[float(sum(job.items))] for job in jobs], dtype=np.float32)
+
+
+async def test_batches_respect_max_batch_size() -> None:
+    fn = RecordingFn()
+    batcher = MicroBatcher(fn, window_s=0.05, max_batch_size=4)
+    batcher.start()
+    try:
+        out = await asyncio.gather(*(batcher.submit(str(i), EncodeJob((i,), None)) for i in range(10)))
+    finally:
+        await batcher.close()
+    assert [float(v[0]) for v in out] == [float(i) for i in range(10)]
+    assert [len(b) for b in fn.batches] == [4, 4, 2]
+
+
+async def test_a_job_whose_caller_timed_out_is_dropped_before_it_runs() -> None:
+    fn = RecordingFn()
+    batcher = MicroBatcher(fn, window_s=0.0, max_batch_size=8)
+    batcher.start()
+    try:
+        fn.gate.clear()  # the first forward blocks the (single) worker
+        first = asyncio.create_task(batcher.submit("a", EncodeJob((1,), None)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(batcher.submit("b", EncodeJob((2,), None)), 0.05)
+        fn.gate.set()
+        assert float((await first)[0]) == 1.0
+        assert float((await batcher.submit("c", EncodeJob((3,), None)))[0]) == 3.0
+    finally:
+        await batcher.close()
+    assert fn.batches == [[(1,)], [(3,)]]  # "b" never reached the backend
+
+
+async def test_a_failing_batch_fails_every_waiter_with_backend_error() -> None:
+    def explode(jobs: Sequence[EncodeJob]) -> np.ndarray:
+        raise ValueError("bad batch")
+
+    batcher = MicroBatcher(explode, window_s=0.01, max_batch_size=8)
+    batcher.start()
+    try:
+        results = await asyncio.gather(
+            *(batcher.submit(str(i), EncodeJob((i,), None)) for i in range(3)), return_exceptions=True
+        )
+    finally:
+        await batcher.close()
+    assert all(isinstance(r, BackendError) and "ValueError: bad batch" in str(r) for r in results)
+    with pytest.raises(BackendError, match="not running"):
+        await batcher.submit("late", EncodeJob((1,), None))

@@ -1,0 +1,103 @@
+"""Redis dies mid-test (a redis-server of our own on a free port): recommendations keep succeeding without
+the cache, stored-history reads degrade to popularity, writes say 503; when Redis is back, so is the cache."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.app.conftest import assert_envelope, metric_value, serve
+
+pytestmark = pytest.mark.anyio
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisProcess:
+    """A throw-away redis-server (no persistence) that the test can kill and restart."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port, self.workdir = port, workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not on PATH (needed to test a Redis outage)")
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen([*args, "--dir", str(self.workdir)], stdout=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url, socket_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+async def test_requests_keep_succeeding_when_redis_dies(make_settings, own_redis: RedisProcess) -> None:
+    settings = make_settings(redis_url=own_redis.url, redis_retry_after_s=0.2, redis_timeout_s=0.2)
+    warm = {"history": [3, 4, 5], "k": 5}
+    async with serve(settings) as client:
+        await client.post("/v1/users/gina/events", json={"events": [{"item_id": 9, "timestamp": 1}]})
+        assert (await client.post("/v1/recommend", json=warm)).status_code == 200
+        assert (await client.post("/v1/recommend", json=warm)).json()["cache_hit"]
+
+        own_redis.kill()
+        bodies = []
+        for n in range(12):
+            response = await client.post("/v1/recommend", json={"history": [1 + n, 20 + n], "k": 5})
+            assert response.status_code == 200, response.text
+            bodies.append(response.json())
+        again = (await client.post("/v1/recommend", json=warm)).json()
+        stored = (await client.post("/v1/recommend", json={"user_id": "gina"})).json()
+        write = await client.post("/v1/users/gina/events", json={"events": [{"item_id": 9, "timestamp": 2}]})
+        read = await client.get("/v1/users/gina/history")
+        ready = await client.get("/readyz")
+        metrics = (await client.get("/metrics")).text
+        assert all(b["model"] == "llmsrec" and not b["degraded"] and not b["cache_hit"] for b in bodies)
+        assert not again["cache_hit"] and again["model"] == "llmsrec"
+        assert stored["model"] == "popularity" and stored["degraded"]
+        assert "stored history unavailable" in stored["degraded_reason"]
+        assert_envelope(write, 503, "store_unavailable")
+        assert_envelope(read, 503, "store_unavailable")
+        assert ready.status_code == 503 and ready.json()["checks"]["store"] == "unreachable"
+        assert metric_value(metrics, "llmrec_store_errors_total", 'op="get_vector"') >= 1
+
+        own_redis.start()  # same port, empty: the cache fills again once the breaker lets calls through
+        time.sleep(0.3)
+        await client.post("/v1/recommend", json=warm)
+        back = (await client.post("/v1/recommend", json=warm)).json()
+        assert back["cache_hit"] and (await client.get("/readyz")).status_code == 200
