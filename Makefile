@@ -4,10 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WORK   ?= work
-LLMREC_DATA_DIR ?= $(abspath ../shared/data)
+# the shared data sits beside the checkout; a clone elsewhere on this machine falls back to /work/shared/data
+LLMREC_DATA_DIR ?= $(firstword $(wildcard $(abspath ../shared/data) /work/shared/data) $(abspath ../shared/data))
 export LLMREC_DATA_DIR
 
-.PHONY: install demo test lint typecheck imports redis clean help
+.PHONY: install demo test lint typecheck imports redis compose-client clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,7 +28,12 @@ install: $(STAMP)  ## create .venv and install everything (CPU)
 redis:  ## start a local Redis on 127.0.0.1:6379 unless one answers
 	bash deploy/ensure-redis.sh
 
-demo: install  ## the main job: prepare ml-100k, train + evaluate SASRec
+compose-client:  ## optional: install the docker-compose client (Debian) so tests/deploy validate the compose file
+	@command -v apt-get >/dev/null || { echo "no apt-get here: install docker compose by hand"; exit 1; }
+	apt-get install -y --no-install-recommends docker-compose || \
+		{ apt-get update -qq && apt-get install -y --no-install-recommends docker-compose; }
+
+demo: install  ## the main job: train a small ml-100k bundle if none exists, then serve it on :8000
 	bash deploy/demo.sh
 
 lint: install

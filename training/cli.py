@@ -47,7 +47,7 @@ def data_download(
     console.print(f"downloaded {name} → {path}")
 
 
-def _load_data(path: Path):  # noqa: ANN202 - PreparedData, imported lazily
+def _load_data(path: Path):
     from training.data.dataset import load_prepared
 
     return load_prepared(path)
@@ -129,6 +129,42 @@ def _register_train_llmsrec() -> None:
     )
 
 
+@export_app.command("bundle")
+def export_bundle_command(
+    data: Annotated[Path, typer.Option(help="Processed dataset directory.")],
+    sasrec: Annotated[Path, typer.Option(help="Trained SASRec checkpoint.")],
+    out: Annotated[Path, typer.Option(help="Bundle directory to write (atomically).")],
+    llmsrec: Annotated[Path | None, typer.Option(help="Trained LLM-SRec checkpoint.")] = None,
+    include_llm: Annotated[
+        bool, typer.Option(help="Copy the LLM's files into the bundle (self-contained).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at OUT.")] = False,
+) -> None:
+    """Write a service bundle: manifest with hashes and dims, weights, item table, catalog, LLM info."""
+    from training.export import export_bundle, verify_bundle_dir
+
+    try:
+        path = export_bundle(data, sasrec, llmsrec, out, include_llm=include_llm, overwrite=overwrite)
+        manifest = verify_bundle_dir(path)
+    except LLMRecError as err:
+        raise fail(err) from None
+    console.print(f"bundle {manifest.bundle_version} ({', '.join(manifest.models)}) → {path}")
+
+
+@export_app.command("verify")
+def export_verify_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+) -> None:
+    """Check a bundle's files, hashes, shapes and configs; name every mismatch (exit 2 if any)."""
+    from training.export import verify_bundle_dir
+
+    try:
+        manifest = verify_bundle_dir(bundle)
+    except LLMRecError as err:
+        raise fail(err) from None
+    console.print(f"ok: bundle {manifest.bundle_version} ({', '.join(manifest.models)}) at {bundle}")
+
+
 def eval_command(
     model: Annotated[str, typer.Option(help="sasrec | llmsrec | llm-only | popularity")],
     data: Annotated[Path, typer.Option(help="Processed dataset directory.")],
@@ -151,7 +187,13 @@ def eval_command(
         dataset = _load_data(data)
         scorer = load_scorer(model, ckpt, dataset, device)
         result = evaluate(
-            dataset, scorer, protocol, split=split, seed=seed, max_users=max_users, shuffle=shuffle,  # type: ignore[arg-type]
+            dataset,
+            scorer,
+            protocol,
+            split=split,
+            seed=seed,
+            max_users=max_users,
+            shuffle=shuffle,  # type: ignore[arg-type]
             progress=not as_json,
         )
     except LLMRecError as err:
@@ -165,7 +207,9 @@ def eval_command(
 
 def build_apps() -> list[tuple[str, typer.Typer]]:
     """The groups to mount on the root `llmrec` command."""
-    logging.basicConfig(level=os.environ.get("LLMREC_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LLMREC_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+    )
     for register in (_register_prepare, _register_train_sasrec, _register_train_llmsrec):
         register()
     return [("data", data_app), ("train", train_app), ("export", export_app)]

@@ -9,17 +9,18 @@ import typing
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import click
 import typer
+from rich.console import Console
+
+from training.errors import LLMRecError
 
 
 def _option_for(name: str, hint: Any, help_text: str | None) -> tuple[Any, typer.models.OptionInfo]:
     """Map a dataclass field type to a (python type, typer option) pair."""
     flag = "--" + name.replace("_", "-")
     origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        choices = [str(a) for a in typing.get_args(hint)]
-        return str, typer.Option(flag, help=help_text, click_type=click.Choice(choices))
+    if origin is typing.Literal:  # typer shows and checks the choices itself
+        return hint, typer.Option(flag, help=help_text)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return _option_for(name, args[0], help_text)
@@ -60,7 +61,12 @@ def config_command(
         for name, value in kwargs.items():
             if typing.get_origin(hints[name]) is tuple and isinstance(value, list):
                 kwargs[name] = tuple(value)
-        run(config_cls(**kwargs), **fixed_values)
+        try:
+            config = config_cls(**kwargs)
+        except (LLMRecError, ValueError) as err:  # a flag value the config refuses
+            Console(stderr=True).print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(code=2) from None
+        run(config, **fixed_values)
 
     command.__signature__ = inspect.Signature(fixed + config_params(config_cls))  # type: ignore[attr-defined]
     command.__doc__ = doc
