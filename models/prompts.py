@@ -95,3 +95,62 @@ def cut_history(
     if len(timestamps) != len(items):
         raise ValueError(f"{len(timestamps)} timestamps for {len(items)} items")
     return kept, [format_date(t) for t in list(timestamps)[len(items) - len(kept) :]]
+
+
+# --- A-LLMRec (stage 2) -------------------------------------------------------------------------------
+# A-LLMRec reuses the LLM-SRec markers as placeholders: a marker's embedding is always replaced by a soft
+# row, so its name never reaches the LLM, and one token set keeps checkpoints and bundles compatible.
+ALLMREC_TEMPLATE_VERSION = "allmrec-v1"
+ALLMREC_USER = USER_OUT  # the user soft token F_U (the paper's [UserRep])
+ALLMREC_ITEM = (
+    HISTORY_EMB  # every item soft token F_I: history ([HistoryEmb]) and candidates ([CandidateEmb])
+)
+BASE_VERBS = {"watched": "watch", "purchased": "buy", "played": "play", "rated": "rate", "read": "read"}
+
+
+@dataclass(frozen=True)
+class ALLMRecPromptConfig:
+    """What the A-LLMRec recommendation prompt says: domain wording and size bounds."""
+
+    verb: str = "watched"
+    noun: str = "movie"
+    history_len: int = 10
+    max_title_tokens: int = 24
+    version: str = ALLMREC_TEMPLATE_VERSION
+
+
+def base_verb(verb: str) -> str:
+    """'watched' → 'watch' (for "... for this user to watch next")."""
+    return BASE_VERBS.get(verb, verb.removesuffix("ed"))
+
+
+def allmrec_prompt(
+    history_titles: Sequence[str], candidate_titles: Sequence[str], config: ALLMRecPromptConfig
+) -> str:
+    """The paper's prompt: user token, history titles each followed by its item token, candidate titles
+    each followed by its item token. Marker order = user, history (oldest first), candidates (as given).
+    Ends without a trailing space: the target starts with one (see `allmrec_target`)."""
+    history = ",".join(f'"{t}"{ALLMREC_ITEM}' for t in history_titles)
+    candidates = ",".join(f'"{t}"{ALLMREC_ITEM}' for t in candidate_titles)
+    noun = config.noun
+    return (
+        f"{ALLMREC_USER} is a user representation. This user has {config.verb} {history} in the previous. "
+        f"Recommend one next {noun} for this user to {base_verb(config.verb)} next from the following "
+        f"{noun} title set, {candidates}. The recommendation is"
+    )
+
+
+def allmrec_target(title: str) -> str:
+    """The text the LLM learns to produce after the prompt (the tokenizer's EOS follows it)."""
+    return f' "{title}"'
+
+
+def parse_generated_title(text: str) -> str:
+    """Generated continuation → the text inside its first pair of double quotes (an unclosed quote runs
+    to the end); the stripped text when it has no quote."""
+    start = text.find('"')
+    if start < 0:
+        return text.strip()
+    rest = text[start + 1 :]
+    end = rest.find('"')
+    return (rest if end < 0 else rest[:end]).strip()

@@ -1,0 +1,226 @@
+"""Train A-LLMRec's genre prompt: stage 2 (F_U, F_I; initialised from a stage-2 checkpoint or fresh) learns,
+by LM loss, to continue the genre prompt with the genres of the user's next item; the LLM, SASRec and stage 1
+stay frozen. One example per user (train sequence s[:-2]: input s[:-3] → genres of s[-3]); validation
+(s[:-2] → genres of s[-2]) keeps the best epoch. Checkpoint: config.json + stage2.safetensors."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from models.allmrec import ALLMRecStage1, ALLMRecStage2, Stage2Config
+from models.allmrec_genre import GENRE_TEMPLATE_VERSION, GenreEncoder, genre_target
+from models.prompts import ALLMRecPromptConfig
+from training.allmrec_checkpoint import (
+    STAGE2_FILE,
+    build_encoder,
+    check_dataset,
+    load_checkpoint_llm,
+    load_stage1,
+    load_stage2,
+    read_config,
+    save_module,
+)
+from training.data.dataset import PreparedData
+from training.errors import CheckpointError, ConfigError
+from training.flags import flag
+from training.genre_eval import evaluate_genres, genre_matrix, genre_users, genre_vocab
+from training.llm import LoadedLLM, assert_frozen, load_llm
+from training.scorers import resolve_device
+
+log = logging.getLogger(__name__)
+STAGE = "allmrec-genre"
+
+
+@dataclass(frozen=True)
+class GenreTrainConfig:
+    llm: str = flag("smollm2", "LLM (alias, path or HF id) when no --stage2 is given; else the stage-2 one.")
+    epochs: int = flag(1, "Epochs (one example per training user).")
+    batch_size: int = flag(8, "Users per optimisation step.")
+    lr: float = flag(1e-4, "Adam learning rate of F_U and F_I.")
+    history_len: int = flag(10, "Items shown in the prompt (the most recent).")
+    max_title_tokens: int = flag(24, "Titles are cut to this many tokens.")
+    max_users: int = flag(0, "Train on a seeded subset of this many users (0 = all).")
+    valid_users: int = flag(200, "Validation users per epoch (seeded subset; 0 = all).")
+    seed: int = flag(0, "Seed of initialisation, user subset, order and genre shuffling.")
+    device: str = flag("auto", "auto | cpu | cuda[:N].")
+    dtype: str = flag("auto", "LLM dtype: auto | float32 | bfloat16.")
+    progress: bool = flag(True, "Show progress bars.")
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.history_len < 1 or self.lr <= 0:
+            raise ConfigError("epochs, batch_size and history_len must be >= 1 and lr > 0")
+
+
+@dataclass
+class GenreExample:
+    history: np.ndarray
+    genres: list[str]
+
+
+def genre_examples(data: PreparedData, vocab: list[str], max_users: int, seed: int) -> list[GenreExample]:
+    """One example per user whose train target s[-3] has a genre (and an input of ≥ 1 item)."""
+    matrix = genre_matrix(data, vocab)
+    users = np.arange(data.n_users)
+    if 0 < max_users < data.n_users:
+        users = np.sort(np.random.default_rng(seed).choice(data.n_users, max_users, replace=False))
+    examples = []
+    for u in users:
+        train = data.sequences[u][:-2]
+        if len(train) >= 2 and matrix[train[-1]].any():
+            examples.append(GenreExample(train[:-1], [vocab[g] for g in np.flatnonzero(matrix[train[-1]])]))
+    if not examples:
+        raise ConfigError(f"dataset {data.name!r}: no training user has a next item with a genre")
+    return examples
+
+
+def _stage2(
+    data: PreparedData,
+    sasrec_dir: Path,
+    stage1_dir: Path,
+    init: Path | None,
+    config: GenreTrainConfig,
+    device: str,
+) -> tuple[ALLMRecStage1, ALLMRecStage2, LoadedLLM]:
+    """Frozen stage 1, stage 2 to train (from `init` or fresh), and the LLM (init's, or `config.llm`)."""
+    stage1, _ = load_stage1(stage1_dir, device)
+    if stage1.config.n_items != data.n_items:
+        raise CheckpointError(f"{stage1_dir}: stage 1 has {stage1.config.n_items} items, data {data.n_items}")
+    if init is not None:
+        stage2, init_cfg = load_stage2(init, device)
+        check_dataset(init_cfg, data, init)
+        llm = load_checkpoint_llm(init_cfg["llm"], device, config.dtype)
+    else:
+        llm = load_llm(config.llm, device=device, dtype=config.dtype)
+        torch.manual_seed(config.seed)
+        hidden = int(llm.spec["hidden_size"])
+        stage2 = ALLMRecStage2(Stage2Config(stage1.config.d_cf, stage1.config.latent, hidden)).to(device)
+    if stage2.config.llm_hidden != int(llm.spec["hidden_size"]):
+        raise CheckpointError(f"LLM hidden {llm.spec['hidden_size']} != stage 2's {stage2.config.llm_hidden}")
+    return stage1, stage2, llm
+
+
+def train_allmrec_genre(
+    data: PreparedData,
+    sasrec_dir: Path,
+    stage1_dir: Path,
+    config: GenreTrainConfig,
+    out: Path,
+    stage2_init: Path | None = None,
+) -> dict[str, Any]:
+    """Train, validate per epoch, keep the best validation NDCG; returns the result summary."""
+    device = resolve_device(config.device)
+    vocab = genre_vocab(data)
+    stage1, stage2, llm = _stage2(data, sasrec_dir, stage1_dir, stage2_init, config, device)
+    prompt = ALLMRecPromptConfig(data.verb, data.noun, config.history_len, config.max_title_tokens)
+    allmrec = build_encoder(llm, sasrec_dir, stage1, stage2, data, prompt)
+    encoder = GenreEncoder(llm.model, llm.tokenizer, vocab, llm.special_tokens, prompt, allmrec=allmrec)
+    stage2.train().requires_grad_(True)
+    assert_frozen(llm.model)
+    examples = genre_examples(data, vocab, config.max_users, config.seed)
+    optimizer = torch.optim.Adam(stage2.parameters(), lr=config.lr)
+    matrix = genre_matrix(data, vocab)
+    valid = genre_users(data, matrix, "valid", config.valid_users, config.seed)
+    paths = {"sasrec_dir": sasrec_dir, "stage1_dir": stage1_dir, "init_stage2": stage2_init}
+    ckpt = {
+        "stage": STAGE,
+        "dataset": data.name,
+        "n_items": data.n_items,
+        "genres": vocab,
+        "model": dataclasses.asdict(stage2.config),
+        "prompt": dataclasses.asdict(prompt),
+        "genre_template_version": GENRE_TEMPLATE_VERSION,
+        "llm": llm.spec,
+        "train": dataclasses.asdict(config),
+    } | {key: None if p is None else str(Path(p).resolve()) for key, p in paths.items()}
+    history, best = [], None
+    for epoch in range(config.epochs):
+        loss, speed = _run_epoch(encoder, examples, optimizer, config, epoch)
+        metrics = _validate(encoder, data, valid, matrix, config)
+        history.append({"epoch": epoch + 1, "loss": loss, "examples_per_s": speed, "valid": metrics})
+        log.info("genre epoch %d: loss %.4f, valid %s", epoch + 1, loss, metrics)
+        if best is None or metrics["ndcg"] > best["valid"]["ndcg"]:
+            best = history[-1]
+            save_module(Path(out), STAGE2_FILE, stage2, ckpt | {"best_epoch": epoch + 1, "valid": metrics})
+    assert best is not None
+    return {"out": str(out), "best_epoch": best["epoch"], "valid": best["valid"], "history": history}
+
+
+def _run_epoch(
+    encoder: GenreEncoder,
+    examples: list[GenreExample],
+    optimizer: torch.optim.Optimizer,
+    config: GenreTrainConfig,
+    epoch: int,
+) -> tuple[float, float]:
+    """Mean loss and examples/s of one shuffled pass; genre order in each target shuffled per epoch."""
+    rng = random.Random(config.seed * 1000 + epoch)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    total, start = 0.0, time.perf_counter()
+    bar = tqdm(
+        range(0, len(order), config.batch_size), desc=f"genre epoch {epoch + 1}", disable=not config.progress
+    )
+    for begin in bar:
+        batch = [examples[i] for i in order[begin : begin + config.batch_size]]
+        loss = encoder.loss([e.history for e in batch], [genre_target(e.genres, rng) for e in batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(batch)
+        bar.set_postfix(loss=float(loss.detach()))
+    return total / len(examples), len(examples) / max(time.perf_counter() - start, 1e-9)
+
+
+def _validate(
+    encoder: GenreEncoder, data: PreparedData, users: np.ndarray, matrix: np.ndarray, config: GenreTrainConfig
+) -> dict[str, float]:
+    assert encoder.allmrec is not None
+    encoder.allmrec.stage2.eval()
+    try:
+        with torch.no_grad():
+            return evaluate_genres(
+                data, lambda h, _u: encoder.scores(h).cpu().numpy(), users, matrix, "valid"
+            )
+    finally:
+        encoder.allmrec.stage2.train()
+
+
+def load_genre_checkpoint(ckpt_dir: Path, device: str = "cpu") -> tuple[ALLMRecStage2, dict[str, Any]]:
+    """The genre-trained stage 2 (eval mode) and its config.json."""
+    config = read_config(Path(ckpt_dir), STAGE)
+    try:
+        module = ALLMRecStage2(Stage2Config(**config["model"]))
+        module.load_state_dict(load_file(Path(ckpt_dir) / STAGE2_FILE))
+    except (KeyError, TypeError, ValueError, OSError, SafetensorError, RuntimeError) as err:
+        raise CheckpointError(f"{ckpt_dir}: cannot load the genre model: {err}") from None
+    return module.to(device).eval().requires_grad_(False), config
+
+
+def load_genre_encoder(
+    ckpt_dir: Path, data: PreparedData, device: str = "cpu", llm: LoadedLLM | None = None
+) -> tuple[GenreEncoder, LoadedLLM, dict[str, Any]]:
+    """Genre checkpoint → the learned GenreEncoder (with its stage 1, SASRec and LLM)."""
+    stage2, config = load_genre_checkpoint(ckpt_dir, device)
+    check_dataset(config, data, Path(ckpt_dir))
+    stage1, _ = load_stage1(Path(config["stage1_dir"]), device)
+    llm = llm or load_checkpoint_llm(config["llm"], device)
+    prompt = ALLMRecPromptConfig(**config["prompt"])
+    allmrec = build_encoder(llm, Path(config["sasrec_dir"]), stage1, stage2, data, prompt)
+    genres = list(config["genres"])
+    return (
+        GenreEncoder(llm.model, llm.tokenizer, genres, llm.special_tokens, prompt, allmrec=allmrec),
+        llm,
+        config,
+    )
