@@ -5,6 +5,7 @@ Stdlib + numpy only, shared by training/export (writer) and app/ (reader); it kn
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import struct
@@ -21,10 +22,18 @@ CATALOG_FILE = "catalog.jsonl"
 POPULARITY_FILE = "popularity.npy"
 ITEM_VECTORS_FILE = "item_vectors.npy"
 LLM_DIR = "llm"
-# Files each model needs in the bundle; a new model (e.g. "allmrec") adds its own subdirectory here.
+# Files each model needs in the bundle; a new model adds its own subdirectory here.
 MODEL_FILES: dict[str, tuple[str, ...]] = {
     "sasrec": ("sasrec/config.json", "sasrec/model.safetensors"),
     "llmsrec": ("llmsrec/config.json", "llmsrec/heads.safetensors", ITEM_VECTORS_FILE),
+    # A-LLMRec's recommendation prompt: stage 1 (item latents) + the stage 2 trained on next-item titles.
+    "allmrec": ("allmrec/config.json", "allmrec/stage1.safetensors", "allmrec/stage2.safetensors"),
+    # A-LLMRec's genre prompt: stage 1 (item latents) + the genre-trained stage 2 (F_U, F_I).
+    "allmrec_genre": (
+        "allmrec_genre/config.json",
+        "allmrec_genre/stage1.safetensors",
+        "allmrec_genre/stage2.safetensors",
+    ),
 }
 COMMON_FILES = (CATALOG_FILE, POPULARITY_FILE)
 WEIGHT_SUFFIXES = (".safetensors", ".npy", ".npz", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".faiss")
@@ -289,9 +298,36 @@ def _check_llm(m: Manifest) -> list[str]:
     return problems
 
 
+def _check_allmrec_part(name: str, root: Path, m: Manifest) -> list[str]:
+    """An A-LLMRec part (`allmrec` or `allmrec_genre`): the LLM record, a non-empty genre vocabulary for the
+    genre part, and tensor shapes that fit SASRec and the LLM."""
+    cfg, d, n = m.configs[name], m.dims, m.dataset.n_items
+    problems = []
+    if name == "allmrec_genre":
+        genres = cfg.get("genres")
+        if not isinstance(genres, list) or not genres or not all(isinstance(g, str) and g for g in genres):
+            problems.append(f"{name} genres must be a non-empty list of names, got {genres!r}")
+    if m.llm is None:
+        problems.append(f"{name} needs an llm section in the manifest")
+    stage1, stage2 = dict(cfg.get("stage1") or {}), dict(cfg.get("stage2") or {})
+    latent, hidden = stage1.get("latent"), stage2.get("llm_hidden")
+    if hidden != d.llm_hidden:
+        problems.append(f"{name} stage2 llm_hidden {hidden} != dims.llm_hidden {d.llm_hidden}")
+    problems += _check_config_file(root, f"{name}/config.json", cfg)
+    s1: dict[str, list[int | None]] = {"cf_item_emb": [n + 1, d.cf], "item_ae.enc.weight": [latent, d.cf]}
+    s2: dict[str, list[int | None]] = {
+        "user_proj.0.weight": [hidden, d.cf],
+        "item_proj.0.weight": [hidden, latent],
+    }
+    problems += _check_tensors(root, f"{name}/stage1.safetensors", s1)
+    return problems + _check_tensors(root, f"{name}/stage2.safetensors", s2)
+
+
 _MODEL_CHECKS: dict[str, Callable[[Path, Manifest], list[str]]] = {
     "sasrec": _check_sasrec,
     "llmsrec": _check_llmsrec,
+    "allmrec": functools.partial(_check_allmrec_part, "allmrec"),
+    "allmrec_genre": functools.partial(_check_allmrec_part, "allmrec_genre"),
 }
 
 

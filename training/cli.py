@@ -86,6 +86,7 @@ def _register_prepare() -> None:
 
 
 def _register_train_sasrec() -> None:
+    from training.distributed import is_main
     from training.sasrec_train import SASRecTrainConfig, train_sasrec
 
     def run(config: SASRecTrainConfig, data: Path, out: Path) -> None:
@@ -93,7 +94,8 @@ def _register_train_sasrec() -> None:
             result = train_sasrec(_load_data(data), config, out)
         except LLMRecError as err:
             raise fail(err) from None
-        console.print_json(json.dumps(result, default=str))
+        if is_main():  # under torchrun: one summary, from rank 0
+            console.print_json(json.dumps(result, default=str))
 
     train_app.command("sasrec")(
         config_command(
@@ -106,6 +108,7 @@ def _register_train_sasrec() -> None:
 
 
 def _register_train_llmsrec() -> None:
+    from training.distributed import is_main
     from training.llmsrec_train import LLMSRecTrainConfig, train_llmsrec
 
     def run(config: LLMSRecTrainConfig, data: Path, sasrec: Path, out: Path) -> None:
@@ -113,7 +116,8 @@ def _register_train_llmsrec() -> None:
             result = train_llmsrec(_load_data(data), sasrec, config, out)
         except LLMRecError as err:
             raise fail(err) from None
-        console.print_json(json.dumps(result, default=str))
+        if is_main():
+            console.print_json(json.dumps(result, default=str))
 
     train_app.command("llmsrec")(
         config_command(
@@ -129,6 +133,72 @@ def _register_train_llmsrec() -> None:
     )
 
 
+def _register_train_allmrec() -> None:
+    from training.allmrec_train import Stage1TrainConfig, Stage2TrainConfig, train_stage1, train_stage2
+
+    def run_stage1(config: Stage1TrainConfig, data: Path, sasrec: Path, out: Path) -> None:
+        try:
+            result = train_stage1(_load_data(data), sasrec, config, out)
+        except LLMRecError as err:
+            raise fail(err) from None
+        console.print_json(json.dumps(result, default=str))
+
+    def run_stage2(config: Stage2TrainConfig, data: Path, sasrec: Path, stage1: Path, out: Path) -> None:
+        try:
+            result = train_stage2(_load_data(data), sasrec, stage1, config, out)
+        except LLMRecError as err:
+            raise fail(err) from None
+        console.print_json(json.dumps(result, default=str))
+
+    data_p = path_param("data", "Processed dataset directory.")
+    sasrec_p = path_param("sasrec", "Trained SASRec checkpoint.")
+    out_p = path_param("out", "Checkpoint directory.")
+    train_app.command("allmrec-stage1")(
+        config_command(
+            Stage1TrainConfig,
+            [data_p, sasrec_p, out_p],
+            run_stage1,
+            "A-LLMRec stage 1: align frozen SASRec item embeddings with MiniLM text embeddings.",
+        )
+    )
+    train_app.command("allmrec-stage2")(
+        config_command(
+            Stage2TrainConfig,
+            [data_p, sasrec_p, path_param("stage1", "A-LLMRec stage-1 checkpoint."), out_p],
+            run_stage2,
+            "A-LLMRec stage 2: user/item soft tokens into a frozen LLM; LM loss on the target title.",
+        )
+    )
+
+
+def _register_train_allmrec_genre() -> None:
+    from training.allmrec_genre_train import GenreTrainConfig, train_allmrec_genre
+
+    def run(
+        config: GenreTrainConfig, data: Path, sasrec: Path, stage1: Path, out: Path, stage2: Path | None
+    ) -> None:
+        try:
+            result = train_allmrec_genre(_load_data(data), sasrec, stage1, config, out, stage2_init=stage2)
+        except LLMRecError as err:
+            raise fail(err) from None
+        console.print_json(json.dumps(result, default=str))
+
+    train_app.command("allmrec-genre")(
+        config_command(
+            GenreTrainConfig,
+            [
+                path_param("data", "Processed dataset directory (with genres)."),
+                path_param("sasrec", "Trained SASRec (the user vectors)."),
+                path_param("stage1", "A-LLMRec stage-1 checkpoint (the item latents)."),
+                path_param("out", "Checkpoint directory."),
+                path_param("stage2", "Stage-2 checkpoint to start from (default: fresh).", default=None),
+            ],
+            run,
+            "A-LLMRec favourite-genre prompt: train stage 2 to name the genres of the user's next item.",
+        )
+    )
+
+
 @export_app.command("bundle")
 def export_bundle_command(
     data: Annotated[Path, typer.Option(help="Processed dataset directory.")],
@@ -139,12 +209,28 @@ def export_bundle_command(
         bool, typer.Option(help="Copy the LLM's files into the bundle (self-contained).")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at OUT.")] = False,
+    allmrec: Annotated[
+        Path | None,
+        typer.Option(help="Trained A-LLMRec stage-2 checkpoint (for /v1/recommend model=allmrec)."),
+    ] = None,
+    allmrec_genre: Annotated[
+        Path | None, typer.Option(help="Trained A-LLMRec genre checkpoint (for /v1/explain/genre).")
+    ] = None,
 ) -> None:
     """Write a service bundle: manifest with hashes and dims, weights, item table, catalog, LLM info."""
     from training.export import export_bundle, verify_bundle_dir
 
     try:
-        path = export_bundle(data, sasrec, llmsrec, out, include_llm=include_llm, overwrite=overwrite)
+        path = export_bundle(
+            data,
+            sasrec,
+            llmsrec,
+            out,
+            include_llm=include_llm,
+            overwrite=overwrite,
+            allmrec_dir=allmrec,
+            allmrec_genre_dir=allmrec_genre,
+        )
         manifest = verify_bundle_dir(path)
     except LLMRecError as err:
         raise fail(err) from None
@@ -166,7 +252,9 @@ def export_verify_command(
 
 
 def eval_command(
-    model: Annotated[str, typer.Option(help="sasrec | llmsrec | llm-only | popularity")],
+    model: Annotated[
+        str, typer.Option(help="sasrec | llmsrec | llm-only | allmrec | allmrec-gen | popularity")
+    ],
     data: Annotated[Path, typer.Option(help="Processed dataset directory.")],
     ckpt: Annotated[Path | None, typer.Option(help="Checkpoint directory (not for popularity).")] = None,
     protocol: Annotated[str, typer.Option(help="1+99 | 1+19 | full")] = "1+99",
@@ -198,7 +286,8 @@ def eval_command(
         )
     except LLMRecError as err:
         raise fail(err) from None
-    result = {"model": model, **result}
+    extra = getattr(scorer, "extra_metrics", None)  # e.g. A-LLMRec generation's no-match rate
+    result = {"model": model, **result, **(extra() if callable(extra) else {})}
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -208,8 +297,14 @@ def eval_command(
 def build_apps() -> list[tuple[str, typer.Typer]]:
     """The groups to mount on the root `llmrec` command."""
     logging.basicConfig(
-        level=os.environ.get("LLMREC_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+        level=os.environ.get("LLMREC_LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    for register in (_register_prepare, _register_train_sasrec, _register_train_llmsrec):
+    for register in (
+        _register_prepare,
+        _register_train_sasrec,
+        _register_train_llmsrec,
+        _register_train_allmrec,
+        _register_train_allmrec_genre,
+    ):
         register()
     return [("data", data_app), ("train", train_app), ("export", export_app)]

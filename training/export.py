@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.torch import load_file
 
 from models.bundle import (
     BUNDLE_SCHEMA_VERSION,
@@ -34,6 +35,8 @@ from models.bundle import (
     verify_bundle,
 )
 from models.sasrec import SASRec
+from training.allmrec_checkpoint import STAGE1_FILE, STAGE2_FILE, load_stage2
+from training.allmrec_genre_train import load_genre_checkpoint
 from training.data.dataset import PreparedData, load_prepared
 from training.errors import CheckpointError, ConfigError
 from training.evaluation.popularity import PopularityScorer
@@ -120,6 +123,47 @@ def _llmsrec_part(ckpt: Path, data: PreparedData, sasrec: SASRec, include_llm: b
         training={k: cfg.get(k) for k in ("train", "best_epoch", "valid")},
         llm=spec,
         llm_copies=llm_copies,
+    )
+
+
+def _allmrec_part(
+    name: str, ckpt: Path, data: PreparedData, sasrec: SASRec, llm: dict[str, Any] | None
+) -> ModelPart:
+    """An A-LLMRec part over this SASRec and this LLM: `allmrec` (the stage 2 trained on next-item titles)
+    or `allmrec_genre` (the genre-trained stage 2, plus its genre vocabulary); both with their stage 1."""
+    genre = name == "allmrec_genre"
+    stage2, cfg = load_genre_checkpoint(ckpt) if genre else load_stage2(ckpt)
+    src = f"A-LLMRec {'genre ' if genre else ''}{ckpt}"
+    flag = "--allmrec-genre" if genre else "--allmrec"
+    _same("the dataset", {f"data {data.root}": data.name, src: cfg.get("dataset")})
+    _same("n_items", {f"data {data.root}": data.n_items, src: cfg.get("n_items")})
+    if llm is None:
+        raise CheckpointError(f"{flag} needs --llmsrec: the service's LLM backend is built around it")
+    for key in ("special_tokens", "hidden_size"):
+        _same(f"the LLM's {key}", {"LLM-SRec llm": llm.get(key), f"{src} llm": cfg["llm"].get(key)})
+    stage1_dir = Path(cfg["stage1_dir"])
+    stage1_cfg = _read_config(stage1_dir / "config.json")
+    teacher = sasrec.item_embeddings().detach().float()
+    cf = load_file(stage1_dir / STAGE1_FILE)["cf_item_emb"].float()
+    same = cf.shape == teacher.shape and np.allclose(cf[1:].numpy(), teacher[1:].numpy(), 1e-5, 1e-6)
+    if not same:
+        raise CheckpointError(f"{src}: its stage 1 ({stage1_dir}) was aligned to another SASRec")
+    config = {
+        "stage1": dict(stage1_cfg["model"]),
+        "stage2": dict(cfg["model"]),
+        "prompt": dict(cfg["prompt"]),
+    }
+    if genre:
+        config |= {"genres": list(cfg["genres"]), "genre_template_version": cfg["genre_template_version"]}
+    return ModelPart(
+        name=name,
+        config=config,
+        copies={
+            f"{name}/stage1.safetensors": stage1_dir / STAGE1_FILE,
+            f"{name}/stage2.safetensors": ckpt / STAGE2_FILE,
+        },
+        dims={"llm_hidden": stage2.config.llm_hidden},
+        training={k: cfg.get(k) for k in ("train", "best_epoch", "valid")},
     )
 
 
@@ -216,9 +260,12 @@ def export_bundle(
     *,
     include_llm: bool = False,
     overwrite: bool = False,
+    allmrec_dir: Path | None = None,
+    allmrec_genre_dir: Path | None = None,
 ) -> Path:
     """Write a verified bundle to OUT from a processed dataset, a SASRec and (optionally) an LLM-SRec
-    checkpoint; include_llm also copies the LLM's files into OUT/llm. Returns OUT."""
+    checkpoint, an A-LLMRec stage-2 checkpoint and an A-LLMRec genre checkpoint; include_llm also copies the
+    LLM's files into OUT/llm."""
     out = Path(out)
     _check_out(out, overwrite)
     if include_llm and llmsrec_dir is None:
@@ -228,6 +275,10 @@ def export_bundle(
     parts = [sasrec_part]
     if llmsrec_dir is not None:
         parts.append(_llmsrec_part(Path(llmsrec_dir), data, sasrec, include_llm))
+    llm = parts[-1].llm if llmsrec_dir is not None else None
+    for name, ckpt in (("allmrec", allmrec_dir), ("allmrec_genre", allmrec_genre_dir)):
+        if ckpt is not None:
+            parts.append(_allmrec_part(name, Path(ckpt), data, sasrec, llm))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

@@ -1,17 +1,17 @@
 """Train LLM-SRec: only the heads learn, over a frozen LLM, distilled from a trained SASRec (eval mode).
 Examples: each user's train sequence s[:-2]; input = all but its last item, target = its last item.
-Validation HR@10 (1+99) drives early stopping; checkpoints are resumable. Reading side: llmsrec_scorer.
+Validation HR@10 (1+99) drives early stopping; checkpoints are resumable. The step: llmsrec_step; the
+reading side: llmsrec_scorer; several processes under torchrun: training/distributed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,12 +19,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.llmsrec import LLMSRec, LLMSRecConfig, LLMSRecEncoder, LossWeights, llmsrec_loss
+from models.llmsrec import LLMSRec, LLMSRecConfig, LLMSRecEncoder, LossWeights
 from models.prompts import PromptConfig
 from models.sasrec import SASRec
+from training import distributed
 from training.data.dataset import PreparedData
 from training.errors import CheckpointError, ConfigError
 from training.evaluation import evaluate
+from training.flags import flag
 from training.item_table import compute_item_table
 from training.llm import LoadedLLM, assert_frozen, load_llm
 from training.llmsrec_scorer import (
@@ -38,55 +40,52 @@ from training.llmsrec_scorer import (
     save_llmsrec,
     save_state,
 )
+from training.llmsrec_step import Example, train_step
 from training.sasrec_train import load_sasrec
-from training.scorers import resolve_device
 
-__all__ = ["LLMSRecTrainConfig", "load_llmsrec", "load_llmsrec_scorer", "train_llmsrec"]
+__all__ = [
+    "Example",
+    "LLMSRecTrainConfig",
+    "load_llmsrec",
+    "load_llmsrec_scorer",
+    "train_llmsrec",
+    "train_step",
+]
 
 log = logging.getLogger(__name__)
 
 
-def _f(default: Any, help_text: str) -> Any:
-    return field(default=default, metadata={"help": help_text})
-
-
 @dataclass(frozen=True)
 class LLMSRecTrainConfig:
-    llm: str = _f("smollm2", "LLM: alias (smollm2), local path or HF id.")
-    variant: Literal["llmsrec", "llm-only"] = _f("llmsrec", "llm-only = no distillation, no uniformity.")
-    epochs: int = _f(10, "Maximum epochs.")
-    batch_size: int = _f(20, "Users per optimisation step.")
-    lr: float = _f(1e-4, "Adam learning rate.")
-    patience: int = _f(5, "Stop after this many epochs without a better validation HR@10.")
-    n_negatives: int = _f(3, "Negative item prompts per user (never the positive or a history item).")
-    w_retrieval: float = _f(1.0, "Weight of the retrieval cross-entropy.")
-    w_distill: float = _f(1.0, "Weight of the MSE distillation to SASRec (0 for llm-only).")
-    w_uniformity: float = _f(1.0, "Weight of the uniformity terms (0 for llm-only).")
-    history_len: int = _f(10, "Items shown in the user prompt (the most recent).")
-    max_title_tokens: int = _f(24, "Titles are cut to this many tokens.")
-    max_users: int = _f(0, "Train on a seeded subset of this many users (0 = all).")
-    eval_max_users: int = _f(10_000, "Validation users per epoch (seeded subset when fewer than all).")
-    eval_seed: int = _f(0, "Seed of the shared validation candidates.")
-    item_batch_size: int = _f(64, "Item prompts per forward when building the item table.")
-    user_batch_size: int = _f(16, "User prompts per forward at evaluation.")
-    seed: int = _f(0, "Seed of initialisation, user subset, shuffling and negatives.")
-    device: str = _f("auto", "auto | cpu | cuda[:N].")
-    dtype: str = _f("auto", "LLM dtype: auto (bf16 on CUDA if supported, else float32) | float32 | bfloat16.")
-    resume: bool = _f(False, "Continue from OUT/train_state.pt (optimizer state and epoch).")
-    progress: bool = _f(True, "Show progress bars.")
+    llm: str = flag("smollm2", "LLM: alias (smollm2), local path or HF id.")
+    variant: Literal["llmsrec", "llm-only"] = flag("llmsrec", "llm-only = no distillation, no uniformity.")
+    epochs: int = flag(10, "Maximum epochs.")
+    batch_size: int = flag(20, "Users per optimisation step.")
+    lr: float = flag(1e-4, "Adam learning rate.")
+    patience: int = flag(5, "Stop after this many epochs without a better validation HR@10.")
+    n_negatives: int = flag(3, "Negative item prompts per user (never the positive or a history item).")
+    w_retrieval: float = flag(1.0, "Weight of the retrieval cross-entropy.")
+    w_distill: float = flag(1.0, "Weight of the MSE distillation to SASRec (0 for llm-only).")
+    w_uniformity: float = flag(1.0, "Weight of the uniformity terms (0 for llm-only).")
+    history_len: int = flag(10, "Items shown in the user prompt (the most recent).")
+    max_title_tokens: int = flag(24, "Titles are cut to this many tokens.")
+    max_users: int = flag(0, "Train on a seeded subset of this many users (0 = all).")
+    eval_max_users: int = flag(10_000, "Validation users per epoch (seeded subset when fewer than all).")
+    eval_seed: int = flag(0, "Seed of the shared validation candidates.")
+    item_batch_size: int = flag(64, "Item prompts per forward when building the item table.")
+    user_batch_size: int = flag(16, "User prompts per forward at evaluation.")
+    seed: int = flag(0, "Seed of initialisation, user subset, shuffling and negatives.")
+    device: str = flag("auto", "auto | cpu | cuda[:N].")
+    dtype: str = flag(
+        "auto", "LLM dtype: auto (bf16 on CUDA if supported, else float32) | float32 | bfloat16."
+    )
+    resume: bool = flag(False, "Continue from OUT/train_state.pt (optimizer state and epoch).")
+    progress: bool = flag(True, "Show progress bars.")
 
     def loss_weights(self) -> LossWeights:
         if self.variant == "llm-only":
             return LossWeights(self.w_retrieval, 0.0, 0.0)
         return LossWeights(self.w_retrieval, self.w_distill, self.w_uniformity)
-
-
-@dataclass
-class Example:
-    history: np.ndarray  # item ids, chronological
-    timestamps: np.ndarray | None
-    target: int
-    seen: frozenset[int]  # every item of the user's train sequence: never a negative
 
 
 def training_examples(data: PreparedData, max_users: int, seed: int) -> list[Example]:
@@ -118,50 +117,6 @@ def sample_negatives(rng: np.random.Generator, n_items: int, seen: frozenset[int
     return chosen
 
 
-def left_pad(histories: list[np.ndarray], max_len: int, device: torch.device) -> torch.Tensor:
-    """SASRec input: (B, max_len) item ids, right-aligned, 0 = padding."""
-    out = torch.zeros((len(histories), max_len), dtype=torch.long)
-    for b, h in enumerate(histories):
-        tail = torch.as_tensor(np.asarray(h)[-max_len:], dtype=torch.long)
-        out[b, max_len - len(tail) :] = tail
-    return out.to(device)
-
-
-def _autocast(device: torch.device, llm_dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:
-    if llm_dtype == torch.bfloat16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def train_step(
-    encoder: LLMSRecEncoder,
-    teacher: SASRec | None,
-    batch: list[Example],
-    negatives: list[list[int]],
-    weights: LossWeights,
-    optimizer: torch.optim.Optimizer,
-) -> dict[str, float]:
-    """One Adam step on a batch; returns the loss components."""
-    heads = encoder.heads
-    device = heads.cf_item_emb.device
-    with _autocast(device, encoder.llm_dtype):
-        users = encoder.user_vectors([e.history for e in batch], [e.timestamps for e in batch]).float()
-        flat = [i for e, neg in zip(batch, negatives, strict=True) for i in (e.target, *neg)]
-        items = encoder.item_vectors(flat).float().view(len(batch), -1, users.shape[-1])  # (B, 1 + K, D)
-        target = None
-        if teacher is not None:
-            with torch.no_grad():
-                cf_user = teacher.user_vector(
-                    left_pad([e.history for e in batch], teacher.config.max_len, device)
-                )
-            target = heads.teacher_vector(cf_user.float()).float()
-    parts = llmsrec_loss(users, items, target, weights)
-    optimizer.zero_grad(set_to_none=True)
-    parts["loss"].backward()
-    optimizer.step()
-    return {k: float(v.detach()) for k, v in parts.items()}
-
-
 def run_epoch(
     encoder: LLMSRecEncoder,
     teacher: SASRec | None,
@@ -175,14 +130,16 @@ def run_epoch(
     order = rng.permutation(len(examples))
     n_items = encoder.heads.config.n_items
     sums: dict[str, float] = {}
-    bar = tqdm(
-        range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}", disable=not config.progress
-    )
+    show = config.progress and distributed.is_main()
+    bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}", disable=not show)
     start = time.perf_counter()
     for begin in bar:
         batch = [examples[i] for i in order[begin : begin + config.batch_size]]
         negatives = [sample_negatives(rng, n_items, e.seen, config.n_negatives) for e in batch]
-        parts = train_step(encoder, teacher, batch, negatives, config.loss_weights(), optimizer)
+        part = distributed.shard(len(batch))  # negatives drawn for the whole batch on every rank, then cut
+        parts = train_step(
+            encoder, teacher, batch[part], negatives[part], config.loss_weights(), optimizer, len(batch)
+        )
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value * len(batch)
         bar.set_postfix(
@@ -196,19 +153,20 @@ def run_epoch(
 def validate(
     data: PreparedData, encoder: LLMSRecEncoder, config: LLMSRecTrainConfig
 ) -> tuple[dict, np.ndarray, dict[str, float]]:
-    """Item table + `1+99` validation metrics on the shared candidates, and their throughputs."""
-    start = time.perf_counter()
-    table = compute_item_table(encoder, data.n_items, config.item_batch_size, config.progress)
+    """Item table + `1+99` validation metrics on the shared candidates, and their throughputs; under
+    torchrun both are sharded across ranks and every rank gets the whole table and the same metrics."""
+    start, show = time.perf_counter(), config.progress and distributed.is_main()
+    table = compute_item_table(encoder, data.n_items, config.item_batch_size, show)
     mid = time.perf_counter()
     scorer = LLMSRecScorer(encoder, table, config.user_batch_size)
     metrics = evaluate(
         data,
-        scorer,
+        distributed.ShardedScorer(scorer) if distributed.world_size() > 1 else scorer,
         "1+99",
         split="valid",
         seed=config.eval_seed,
         max_users=config.eval_max_users,
-        progress=config.progress,
+        progress=show,
     )
     end = time.perf_counter()
     speed = {
@@ -272,73 +230,89 @@ def _check_config(config: LLMSRecTrainConfig) -> None:
 
 
 def _setup(
-    data: PreparedData, sasrec_dir: Path, config: LLMSRecTrainConfig
+    data: PreparedData, sasrec_dir: Path, config: LLMSRecTrainConfig, device: torch.device
 ) -> tuple[LoadedLLM, SASRec, LLMSRecEncoder]:
-    """Teacher (eval mode, no grad), frozen LLM, fresh heads, and the encoder over the catalog."""
-    device = torch.device(resolve_device(config.device))
+    """Teacher (eval mode, no grad), frozen LLM, fresh heads (the same on every rank), and the encoder."""
     teacher = load_sasrec(Path(sasrec_dir), device=str(device))
     teacher.eval().requires_grad_(False)  # the official code left it in train mode (dropout noise)
     llm = load_llm(config.llm, device=str(device), dtype=config.dtype)
     heads = new_heads(data, teacher, llm, config.seed).to(device)
+    distributed.broadcast_module(heads)
     prompt = PromptConfig(data.verb, data.noun, config.history_len, config.max_title_tokens)
     return llm, teacher, build_encoder(llm, heads, data, prompt)
 
 
 def _end_epoch(out: Path, state: TrainState, record: dict[str, Any], save_best: Any) -> None:
-    """Keep the best validation HR@10 (ties keep the earlier epoch); history and curve every epoch."""
+    """Keep the best validation HR@10 (ties keep the earlier epoch); history and curve every epoch.
+    Every rank updates `state`; only rank 0 writes."""
     state.history.append(record)
     state.epoch = record["epoch"]
-    if record["valid"]["hr@10"] > state.best_hr:
+    improved = record["valid"]["hr@10"] > state.best_hr
+    if improved:
         state.best_hr, state.best_epoch, state.best_valid = (
             record["valid"]["hr@10"],
             state.epoch,
             record["valid"],
         )
         state.bad_epochs = 0
-        save_best()
     else:
         state.bad_epochs += 1
-    (out / "history.json").write_text(json.dumps(state.history, indent=2))
-    plot_curve(state.history, out / "training_curve.png")
+
+    def write() -> None:
+        if improved:
+            save_best()
+        (out / "history.json").write_text(json.dumps(state.history, indent=2))
+        plot_curve(state.history, out / "training_curve.png")
+
+    distributed.on_main(write)
 
 
 def train_llmsrec(
     data: PreparedData, sasrec_dir: Path, config: LLMSRecTrainConfig, out: Path
 ) -> dict[str, Any]:
-    """Train, validate each epoch, keep the best HR@10 epoch in OUT; returns a summary."""
+    """Train, validate each epoch, keep the best HR@10 epoch in OUT; returns a summary. Under torchrun
+    every rank runs this on its shard of each batch; rank 0 writes (see training/distributed.py)."""
     _check_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    llm, teacher, encoder = _setup(data, sasrec_dir, config)
-    heads, weights = encoder.heads, config.loss_weights()
-    examples = training_examples(data, config.max_users, config.seed)
-    assert_frozen(llm.model)
-    optimizer = torch.optim.Adam([p for p in heads.parameters() if p.requires_grad], lr=config.lr)
-    sig = _signature(data, config)
-    state = load_state(out, heads, optimizer, sig) if config.resume else TrainState()
-    use_teacher = teacher if weights.distill or weights.uniformity else None
-    train_config = dataclasses.asdict(config) | {"resolved_weights": dataclasses.asdict(weights)}
-    log.info("LLM-SRec (%s): %d training users, %d items", config.variant, len(examples), data.n_items)
-    for epoch in range(state.epoch, config.epochs):
-        if state.bad_epochs >= config.patience:
-            break
-        parts = run_epoch(encoder, use_teacher, examples, optimizer, config, epoch)
-        valid, table, speed = validate(data, encoder, config)
-        ckpt = checkpoint_config(
-            data.name,
-            llm.spec,
-            heads,
-            encoder.prompt,
-            config.variant,
-            train_config,
-            sasrec_dir,
-            epoch + 1,
-            valid,
+    with distributed.session(config.device) as rank:
+        llm, teacher, encoder = _setup(data, sasrec_dir, config, torch.device(rank.device))
+        heads, weights = encoder.heads, config.loss_weights()
+        examples = training_examples(data, config.max_users, config.seed)
+        assert_frozen(llm.model)
+        optimizer = torch.optim.Adam([p for p in heads.parameters() if p.requires_grad], lr=config.lr)
+        sig = _signature(data, config)
+        state = load_state(out, heads, optimizer, sig) if config.resume else TrainState()
+        use_teacher = teacher if weights.distill or weights.uniformity else None
+        train_config = dataclasses.asdict(config) | {"resolved_weights": dataclasses.asdict(weights)}
+        log.info(
+            "LLM-SRec (%s): %d training users, %d items, %d process(es)",
+            *(config.variant, len(examples), data.n_items, rank.world),
         )
-        record = {"epoch": epoch + 1, "train": parts, "valid": valid, "speed": speed}
-        _end_epoch(out, state, record, lambda: save_llmsrec(out, heads, table, ckpt))  # noqa: B023
-        save_state(out, heads, optimizer, state, sig)
-        log.info("epoch %d: loss %.4f, valid hr@10 %.4f", epoch + 1, parts["loss"], valid["hr@10"])
+        for epoch in range(state.epoch, config.epochs):
+            if state.bad_epochs >= config.patience:
+                break
+            parts = run_epoch(encoder, use_teacher, examples, optimizer, config, epoch)
+            valid, table, speed = validate(data, encoder, config)
+            ckpt = checkpoint_config(
+                data.name,
+                llm.spec,
+                heads,
+                encoder.prompt,
+                config.variant,
+                train_config,
+                sasrec_dir,
+                epoch + 1,
+                valid,
+            )
+            record = {"epoch": epoch + 1, "train": parts, "valid": valid, "speed": speed}
+            _end_epoch(out, state, record, lambda: save_llmsrec(out, heads, table, ckpt))  # noqa: B023
+            distributed.on_main(lambda: save_state(out, heads, optimizer, state, sig))
+            log.info("epoch %d: loss %.4f, valid hr@10 %.4f", epoch + 1, parts["loss"], valid["hr@10"])
+    return _summary(out, config, state)
+
+
+def _summary(out: Path, config: LLMSRecTrainConfig, state: TrainState) -> dict[str, Any]:
     last = state.history[-1] if state.history else {"train": {}, "speed": {}}
     return {
         "out": str(out),

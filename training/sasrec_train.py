@@ -18,11 +18,12 @@ import torch
 from tqdm.auto import tqdm
 
 from models.sasrec import SASRec, SASRecConfig, bce_loss
+from training import distributed
 from training.data.dataset import PreparedData
 from training.errors import ConfigError, DataError
 from training.evaluation import evaluate
+from training.flags import flag
 from training.sasrec_scorer import SASRecScorer, load_sasrec, pad_histories, save_checkpoint
-from training.scorers import resolve_device
 
 __all__ = [
     "SASRecScorer",
@@ -36,35 +37,33 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _f(default: Any, help_text: str) -> Any:
-    return field(default=default, metadata={"help": help_text})
-
-
 @dataclass(frozen=True)
 class SASRecTrainConfig:
     """Defaults: the LLM-SRec setting (DESIGN §2); the SASRec paper used hidden 50, max_len 200 on ML-1M."""
 
-    hidden: int = _f(64, "Embedding / hidden size.")
-    n_blocks: int = _f(2, "Transformer blocks.")
-    n_heads: int = _f(1, "Attention heads.")
-    max_len: int = _f(128, "Most recent items the model sees.")
-    dropout: float = _f(0.1, "Dropout rate (embeddings, attention weights, feed-forward).")
-    lr: float = _f(1e-3, "Adam learning rate.")
-    beta1: float = _f(0.9, "Adam beta1.")
-    beta2: float = _f(0.98, "Adam beta2.")
-    l2: float = _f(0.0, "Weight of the L2 norm of the item table added to the loss (official l2_emb).")
-    batch_size: int = _f(128, "Users per step.")
-    epochs: int = _f(200, "Maximum epochs (one epoch = every training user once).")
-    patience: int = _f(20, "Stop when the best validation NDCG@10 is this many epochs old.")
-    eval_every: int = _f(2, "Validate every this many epochs (and after the last one).")
-    eval_protocol: Literal["1+99", "1+19", "full"] = _f("1+99", "Validation candidates.")
-    eval_max_users: int = _f(10_000, "Validation users (seeded subset when fewer than all).")
-    eval_seed: int = _f(0, "Seed of the shared validation candidates.")
-    seed: int = _f(42, "Seed of initialisation, dropout, user order and negatives.")
-    device: str = _f("auto", "auto | cpu | cuda[:N].")
-    time_budget_s: float = _f(0.0, "Stop after the first epoch that ends past this many seconds (0 = none).")
-    num_threads: int = _f(0, "CPU threads for torch (0 = torch's default).")
-    progress: bool = _f(True, "Show a progress bar.")
+    hidden: int = flag(64, "Embedding / hidden size.")
+    n_blocks: int = flag(2, "Transformer blocks.")
+    n_heads: int = flag(1, "Attention heads.")
+    max_len: int = flag(128, "Most recent items the model sees.")
+    dropout: float = flag(0.1, "Dropout rate (embeddings, attention weights, feed-forward).")
+    lr: float = flag(1e-3, "Adam learning rate.")
+    beta1: float = flag(0.9, "Adam beta1.")
+    beta2: float = flag(0.98, "Adam beta2.")
+    l2: float = flag(0.0, "Weight of the L2 norm of the item table added to the loss (official l2_emb).")
+    batch_size: int = flag(128, "Users per step.")
+    epochs: int = flag(200, "Maximum epochs (one epoch = every training user once).")
+    patience: int = flag(20, "Stop when the best validation NDCG@10 is this many epochs old.")
+    eval_every: int = flag(2, "Validate every this many epochs (and after the last one).")
+    eval_protocol: Literal["1+99", "1+19", "full"] = flag("1+99", "Validation candidates.")
+    eval_max_users: int = flag(10_000, "Validation users (seeded subset when fewer than all).")
+    eval_seed: int = flag(0, "Seed of the shared validation candidates.")
+    seed: int = flag(42, "Seed of initialisation, dropout, user order and negatives.")
+    device: str = flag("auto", "auto | cpu | cuda[:N].")
+    time_budget_s: float = flag(
+        0.0, "Stop after the first epoch that ends past this many seconds (0 = none)."
+    )
+    num_threads: int = flag(0, "CPU threads for torch (0 = torch's default).")
+    progress: bool = flag(True, "Show a progress bar.")
 
 
 @dataclass(frozen=True)
@@ -110,11 +109,18 @@ class TrainingSequences:
 
 
 def batch_tensors(
-    seqs: TrainingSequences, rows: np.ndarray, rng: np.random.Generator, device: torch.device
+    seqs: TrainingSequences,
+    rows: np.ndarray,
+    rng: np.random.Generator,
+    device: torch.device,
+    part: slice = slice(None),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(inputs, positives, negatives), each (B, T) with T trimmed to the batch's longest row: left padding
-    changes nothing in SASRec (masked keys, right-aligned positions), so the dropped columns are free."""
-    inputs, pos, neg = seqs.inputs[rows], seqs.targets[rows], seqs.sample_negatives(rng, rows)
+    """(inputs, positives, negatives) of rows[part], each (B, T) with T trimmed to their longest row: left
+    padding changes nothing in SASRec (masked keys, right-aligned positions), so the dropped columns are
+    free. Negatives are drawn for all `rows` (one RNG stream however the batch is sharded), then cut."""
+    neg = seqs.sample_negatives(rng, rows)[part]
+    rows = rows[part]
+    inputs, pos = seqs.inputs[rows], seqs.targets[rows]
     width = max(int((inputs != 0).sum(1).max()), 1)
 
     def tensor(a: np.ndarray) -> torch.Tensor:
@@ -133,33 +139,53 @@ def run_epoch(
     """One pass over the users in a seeded order; returns the mean loss."""
     rng = np.random.default_rng([config.seed, epoch])
     order = rng.permutation(len(seqs))
-    device = model.item_emb.weight.device
     model.train()
     total = 0.0
     bar = tqdm(
         range(0, len(order), config.batch_size),
         desc=f"epoch {epoch}",
         leave=False,
-        disable=not config.progress,
+        disable=not (config.progress and distributed.is_main()),
     )
+    params = [p for p in model.parameters() if p.requires_grad]
     for begin in bar:
         rows = order[begin : begin + config.batch_size]
-        inputs, pos, neg = batch_tensors(seqs, rows, rng, device)
-        loss = bce_loss(model(inputs), model.item_emb(pos), model.item_emb(neg), pos != 0)
-        if config.l2:
-            loss = loss + config.l2 * model.item_emb.weight.norm()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = shard_loss(model, seqs, rows, rng, config.l2)
+        if loss.requires_grad:
+            loss.backward()
+        loss = distributed.all_reduce_grads(params, loss.detach())  # the whole batch's loss
         optimizer.step()
         total += loss.item() * len(rows)
         bar.set_postfix(loss=f"{loss.item():.4f}")
     return total / len(order)
 
 
+def shard_loss(
+    model: SASRec, seqs: TrainingSequences, rows: np.ndarray, rng: np.random.Generator, l2: float
+) -> torch.Tensor:
+    """This rank's share of the batch loss: the BCE over its rows weighted by their share of the batch's
+    target positions, so the shares sum over ranks to the one-process loss (on one process: the loss
+    itself, times 1.0); the L2 term counts once, on rank 0."""
+    device = model.item_emb.weight.device
+    part = distributed.shard(len(rows))
+    loss = torch.zeros((), device=device)
+    if part.stop > part.start:
+        inputs, pos, neg = batch_tensors(seqs, rows, rng, device, part)
+        share = (pos != 0).sum().item() / int((seqs.targets[rows] != 0).sum())
+        loss = bce_loss(model(inputs), model.item_emb(pos), model.item_emb(neg), pos != 0) * share
+    else:
+        seqs.sample_negatives(rng, rows)  # keep the RNG stream in step with the other ranks
+    if l2 and distributed.is_main():
+        loss = loss + l2 * model.item_emb.weight.norm()
+    return loss
+
+
 def validate(model: SASRec, data: PreparedData, config: SASRecTrainConfig) -> dict[str, Any]:
+    scorer = SASRecScorer(model)
     metrics = evaluate(
         data,
-        SASRecScorer(model),
+        distributed.ShardedScorer(scorer) if distributed.world_size() > 1 else scorer,
         config.eval_protocol,
         split="valid",
         seed=config.eval_seed,
@@ -219,7 +245,7 @@ def fit(model: SASRec, data: PreparedData, seqs: TrainingSequences, config: SASR
         tic = time.perf_counter()
         loss = run_epoch(model, seqs, optimizer, config, epoch)
         seconds = time.perf_counter() - tic
-        out_of_time = 0 < config.time_budget_s <= time.perf_counter() - start
+        out_of_time = distributed.any_rank(0 < config.time_budget_s <= time.perf_counter() - start)
         due = epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time
         valid = validate(model, data, config) if due else None
         progress.record(model, epoch, loss, seconds, valid)
@@ -241,35 +267,50 @@ def fit(model: SASRec, data: PreparedData, seqs: TrainingSequences, config: SASR
     return progress
 
 
-def train_sasrec(data: PreparedData, config: SASRecTrainConfig, out: Path) -> dict[str, Any]:
-    """Train on `data`, keep the best validation NDCG@10 epoch, write the checkpoint to OUT; a summary."""
-    _check_config(config)
-    device = torch.device(resolve_device(config.device))
+def _build_model(data: PreparedData, config: SASRecTrainConfig, device: torch.device) -> SASRec:
+    """Seeded initialisation, identical on every rank (and broadcast from rank 0 to make sure); under
+    torchrun each rank then draws its own dropout masks."""
     seed_everything(config.seed)
     model_config = SASRecConfig(
         data.n_items, config.hidden, config.n_blocks, config.n_heads, config.max_len, config.dropout
     )
     model = SASRec(model_config).to(device)
-    seqs = TrainingSequences.build(data, config.max_len)
-    log.info("SASRec on %s: %d training users, %d items, %s", data.name, len(seqs), data.n_items, device)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(config.num_threads or threads)  # 1 beats 2 on a busy 2-core machine
-        progress = fit(model, data, seqs, config)
-    finally:
-        torch.set_num_threads(threads)
-    model.load_state_dict(progress.best_state)
-    meta = {
-        "format_version": 1,
-        "dataset": data.name,
-        "model": dataclasses.asdict(model_config),
-        "train": dataclasses.asdict(config) | {"device": str(device)},
-        "best_epoch": progress.best_epoch,
-        "valid": progress.best_valid,
-        "epochs_run": progress.history[-1]["epoch"],
-        "stopped": progress.stopped,
-        "train_seconds": progress.seconds,
-    }
-    save_checkpoint(Path(out), model, meta, progress.history)
+    distributed.broadcast_module(model)
+    if distributed.world_size() > 1:
+        torch.manual_seed(distributed.rank_seed(config.seed))
+    return model
+
+
+def train_sasrec(data: PreparedData, config: SASRecTrainConfig, out: Path) -> dict[str, Any]:
+    """Train on `data`, keep the best validation NDCG@10 epoch, write the checkpoint to OUT; a summary.
+    Under torchrun every rank runs this on its shard of each batch; rank 0 writes (training/distributed)."""
+    _check_config(config)
+    with distributed.session(config.device) as rank:
+        device = torch.device(rank.device)
+        model = _build_model(data, config, device)
+        seqs = TrainingSequences.build(data, config.max_len)
+        log.info(
+            "SASRec on %s: %d training users, %d items, %s, %d process(es)",
+            *(data.name, len(seqs), data.n_items, device, rank.world),
+        )
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(config.num_threads or threads)  # 1 beats 2 on a busy 2-core machine
+            progress = fit(model, data, seqs, config)
+        finally:
+            torch.set_num_threads(threads)
+        model.load_state_dict(progress.best_state)
+        meta = {
+            "format_version": 1,
+            "dataset": data.name,
+            "model": dataclasses.asdict(model.config),
+            "train": dataclasses.asdict(config) | {"device": str(device), "world_size": rank.world},
+            "best_epoch": progress.best_epoch,
+            "valid": progress.best_valid,
+            "epochs_run": progress.history[-1]["epoch"],
+            "stopped": progress.stopped,
+            "train_seconds": progress.seconds,
+        }
+        distributed.on_main(lambda: save_checkpoint(Path(out), model, meta, progress.history))
     keys = ("best_epoch", "valid", "epochs_run", "stopped", "train_seconds")
     return {"out": str(out)} | {k: meta[k] for k in keys}

@@ -10,7 +10,7 @@ from training.data.dataset import PreparedData
 from training.errors import ConfigError
 from training.evaluation import Scorer
 
-MODEL_NAMES = ("sasrec", "llmsrec", "llm-only", "popularity")
+MODEL_NAMES = ("sasrec", "llmsrec", "llm-only", "allmrec", "allmrec-gen", "popularity")
 
 
 def resolve_device(device: str) -> str:
@@ -37,6 +37,11 @@ def load_scorer(model: str, ckpt: Path | None, data: PreparedData, device: str =
         from training.sasrec_train import SASRecScorer, load_sasrec
 
         return SASRecScorer(load_sasrec(ckpt, device=dev), device=dev)
+    if model in ("allmrec", "allmrec-gen"):  # likelihood ranking | generation matched to a candidate
+        from training.allmrec_scorer import load_allmrec_scorer
+
+        mode = "generate" if model == "allmrec-gen" else "likelihood"
+        return load_allmrec_scorer(ckpt, data, device=dev, mode=mode)
     from training.llmsrec_train import load_llmsrec_scorer
 
     return load_llmsrec_scorer(ckpt, data, device=dev, expect_variant=model)
