@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EncodeJob:
-    """What the LLM needs for one user: the history window (oldest first) and its timestamps."""
+    """What the LLM needs for one prompt: the history window (oldest first), its timestamps, and (A-LLMRec
+    ranking only) the candidates in prompt order."""
 
     items: tuple[int, ...]
     timestamps: tuple[float, ...] | None
+    candidates: tuple[int, ...] = ()
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """Open a service bundle: verify it through models.bundle (refusing any problem), then load the catalog,
-popularity, SASRec, the LLM-SRec heads and the item table. Knows nothing of the LLM itself (app.backends)."""
+popularity, SASRec, the LLM-SRec heads, the item table and A-LLMRec's recommendation and genre models (when
+present).
+Knows nothing of the LLM itself (app.backends)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from torch import nn
 
 from app.domain import CatalogItem
 from app.errors import StartupError
+from models.allmrec import ALLMRecStage1, ALLMRecStage2, Stage1Config, Stage2Config
 from models.bundle import (
     CATALOG_FILE,
     ITEM_VECTORS_FILE,
@@ -27,7 +30,7 @@ from models.bundle import (
     load_verified_manifest,
 )
 from models.llmsrec import LLMSRec, LLMSRecConfig
-from models.prompts import PromptConfig
+from models.prompts import ALLMRecPromptConfig, PromptConfig
 from models.sasrec import SASRec, SASRecConfig
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,28 @@ class Catalog:
 
 
 @dataclass
+class ALLMRecModel:
+    """A-LLMRec's recommendation prompt: stage 1 (item latents) and the stage 2 trained on next-item titles
+    (F_U, F_I) in eval mode, and the prompt wording it was trained with."""
+
+    stage1: ALLMRecStage1
+    stage2: ALLMRecStage2
+    prompt: ALLMRecPromptConfig
+
+
+@dataclass
+class GenreModel:
+    """A-LLMRec's genre prompt: the genre vocabulary it scores, stage 1 (item latents) and the genre-trained
+    stage 2 (F_U, F_I) in eval mode, and the prompt wording it was trained with."""
+
+    genres: tuple[str, ...]
+    stage1: ALLMRecStage1
+    stage2: ALLMRecStage2
+    prompt: ALLMRecPromptConfig
+    template_version: str
+
+
+@dataclass
 class ServingBundle:
     """Everything the service reads from the bundle, loaded once at startup (weights on `device`)."""
 
@@ -68,6 +93,8 @@ class ServingBundle:
     heads: LLMSRec | None  # None for a SASRec-only bundle
     item_vectors: np.ndarray | None  # (n_items + 1, user_dim) float32
     prompt: PromptConfig | None
+    genre: GenreModel | None = None  # None without an A-LLMRec genre part
+    allmrec: ALLMRecModel | None = None  # None without an A-LLMRec recommendation part
 
     @property
     def version(self) -> str:
@@ -126,6 +153,30 @@ def _read_catalog(path: Path, genres: tuple[str, ...]) -> Catalog:
     return Catalog(tuple(items), vocab)
 
 
+def _load_allmrec(root: Path, name: str, raw: dict[str, Any], device: str) -> ALLMRecModel:
+    """Stage 1 and stage 2 of the bundle's `name` part (allmrec or allmrec_genre), frozen on `device`."""
+    stage1 = ALLMRecStage1(_config(Stage1Config, dict(raw["stage1"])))
+    _load_weights(stage1, root / name / "stage1.safetensors", "cpu")
+    stage2 = ALLMRecStage2(_config(Stage2Config, dict(raw["stage2"])))
+    _load_weights(stage2, root / name / "stage2.safetensors", "cpu")
+    return ALLMRecModel(
+        stage1=stage1.to(device).eval().requires_grad_(False),
+        stage2=stage2.to(device).eval().requires_grad_(False),
+        prompt=_config(ALLMRecPromptConfig, dict(raw["prompt"])),
+    )
+
+
+def _load_genre(root: Path, raw: dict[str, Any], device: str) -> GenreModel:
+    part = _load_allmrec(root, "allmrec_genre", raw, device)
+    return GenreModel(
+        genres=tuple(str(g) for g in raw["genres"]),
+        stage1=part.stage1,
+        stage2=part.stage2,
+        prompt=part.prompt,
+        template_version=str(raw["genre_template_version"]),
+    )
+
+
 def load_bundle(bundle_dir: Path, manifest: Manifest, device: str) -> ServingBundle:
     """Load a verified bundle's weights and tables; SASRec and heads in eval mode on `device`."""
     root = Path(bundle_dir)
@@ -147,7 +198,21 @@ def load_bundle(bundle_dir: Path, manifest: Manifest, device: str) -> ServingBun
         )
     popularity = np.load(root / POPULARITY_FILE, allow_pickle=False).astype(np.float32)
     catalog = _read_catalog(root / CATALOG_FILE, manifest.dataset.genres)
+    genre, allmrec = None, None
+    if "allmrec_genre" in manifest.models:
+        genre = _load_genre(root, dict(manifest.configs["allmrec_genre"]), device)
+    if "allmrec" in manifest.models:
+        allmrec = _load_allmrec(root, "allmrec", dict(manifest.configs["allmrec"]), device)
     log.info("bundle %s: %d items, models %s", manifest.bundle_version, catalog.n_items, manifest.models)
     return ServingBundle(
-        root, manifest, catalog, popularity, sasrec.to(device).eval(), heads, item_vectors, prompt
+        root,
+        manifest,
+        catalog,
+        popularity,
+        sasrec.to(device).eval(),
+        heads,
+        item_vectors,
+        prompt,
+        genre,
+        allmrec,
     )

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -32,13 +33,16 @@ def vector_key(
     prefix: str, bundle_version: str, items: Sequence[int], dates: Sequence[str] | None, template_version: str
 ) -> str:
     """Key of a user vector: bundle version + sha256 of exactly what the prompt shows (template, the items
-    whose titles and CF rows it holds, their dates)."""
+    whose titles and CF rows it holds, their dates). Content-addressed, not per user: users (and anonymous
+    requests) with the same recent history share one entry, and only single-key GET/SET touch it, so it
+    needs no hash tag; its slot follows the digest, which spreads vectors over every Redis Cluster node."""
     shown = json.dumps([template_version, [int(i) for i in items], None if dates is None else list(dates)])
     return f"{prefix}:uv:{bundle_version}:{hashlib.sha256(shown.encode()).hexdigest()}"
 
 
 def history_key(prefix: str, user_id: str) -> str:
-    """Hash-tagged by user so every key of one user lands in one Redis Cluster slot."""
+    """Hash-tagged by user ({user:ID}) so every key of one user lands in one Redis Cluster slot and the
+    MULTI of append_events never crosses slots. User ids cannot hold braces (app.schemas.USER_ID_PATTERN)."""
     return f"{prefix}:hist:{{user:{user_id}}}"
 
 
@@ -119,7 +123,8 @@ class MemoryStore:
 
 class RedisStore:
     """Vectors as float32 bytes with TTL; histories as sorted sets (score = timestamp, member =
-    'item:timestamp'), trimmed to the newest `cap` events."""
+    'item:timestamp'), trimmed to the newest `cap` events. cluster=True talks to a Redis Cluster (the URL
+    names any node; the client discovers the rest and follows MOVED/ASK redirects)."""
 
     def __init__(
         self,
@@ -131,12 +136,14 @@ class RedisStore:
         max_connections: int,
         ttl_s: int,
         history_ttl_s: int,
+        cluster: bool = False,
         on_error: ErrorHook | None = None,
     ) -> None:
         self.prefix, self.ttl_s, self.history_ttl_s = prefix, ttl_s, history_ttl_s
         self.retry_after_s, self._on_error = retry_after_s, on_error
         self._down_until = 0.0
-        self.client: Any = aioredis.Redis.from_url(
+        client_class: Any = RedisCluster if cluster else aioredis.Redis
+        self.client: Any = client_class.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
@@ -214,6 +221,7 @@ def create_store(
     ttl_s: int,
     history_ttl_s: int,
     max_entries: int,
+    cluster: bool = False,
     on_error: ErrorHook | None = None,
 ) -> Store:
     """RedisStore when a URL is given, else the in-process MemoryStore."""
@@ -227,5 +235,6 @@ def create_store(
         max_connections=max_connections,
         ttl_s=ttl_s,
         history_ttl_s=history_ttl_s,
+        cluster=cluster,
         on_error=on_error,
     )

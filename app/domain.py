@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-ModelName = Literal["llmsrec", "sasrec"]
-Strategy = Literal["llmsrec", "sasrec", "popularity"]
+ModelName = Literal["llmsrec", "allmrec", "sasrec"]
+Strategy = Literal["llmsrec", "allmrec", "sasrec", "popularity"]
 HistorySource = Literal["body", "stored", "none"]
 
 

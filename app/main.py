@@ -7,21 +7,24 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI
 
+from app.allmrec import ALLMRecReranker, RerankConfig, rank_batch_fn
 from app.backends.base import LLMBackend, create_backend
 from app.batcher import EncodeJob, MicroBatcher
 from app.bundle import ServingBundle, load_bundle, verify
-from app.cache import create_store
+from app.cache import Store, create_store
 from app.errors import install_error_handlers
+from app.genre import build_genre_service
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.pipeline import PipelineLimits, RecommendService
 from app.retrieval import CandidateFilter, PopularityRanker, Ranker
-from app.routes import items, ops, recommend, users
+from app.routes import explain, items, ops, recommend, users
 from app.settings import Settings
 from models.bundle import Manifest
 
@@ -39,21 +42,25 @@ def create_app(settings: Settings, *, backend: LLMBackend | None = None) -> Fast
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.service = await build_service(settings, manifest, metrics, backend, stack)
+            app.state.genre_service = build_genre_service(
+                app.state.service, settings.batch_window_ms / 1000.0, settings.max_batch_size, stack
+            )
             log.info("serving bundle %s", manifest.bundle_version)
             yield
-            app.state.service = None
+            app.state.service = app.state.genre_service = None
 
     app = FastAPI(
         title="llmrec",
         version=__version__,
-        summary="Sequential recommendations from LLM-SRec user vectors (SASRec fallback).",
+        summary="Sequential recommendations: LLM-SRec user vectors or A-LLMRec re-ranking (SASRec fallback).",
         lifespan=lifespan,
     )
     app.state.settings, app.state.metrics, app.state.service = settings, metrics, None
+    app.state.genre_service = None
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # added last: outermost
-    for module in (recommend, users, items, ops):
+    for module in (recommend, users, items, ops, explain):
         app.include_router(module.router)
     return app
 
@@ -77,6 +84,7 @@ async def build_service(
         ttl_s=settings.cache_ttl_s,
         history_ttl_s=settings.history_ttl_s,
         max_entries=settings.cache_max_entries,
+        cluster=settings.redis_cluster,
         on_error=metrics.store_error,
     )
     stack.push_async_callback(store.close)
@@ -85,11 +93,13 @@ async def build_service(
         log.warning(
             "Redis at %s:%s is unreachable; serving without it until it answers", where.hostname, where.port
         )
-    batcher = None
+    batcher, allmrec = None, None
     if bundle.heads is not None:
         backend = backend or await _own_backend(settings, bundle, device, stack)
         batcher = _batcher(backend, settings, metrics)
         stack.push_async_callback(batcher.close)
+        if bundle.allmrec is not None:
+            allmrec = _allmrec_reranker(bundle, store, backend, settings, metrics, stack)
     rankers = _rankers(bundle, settings, device)
     return RecommendService(
         bundle=bundle,
@@ -105,6 +115,7 @@ async def build_service(
         limits=PipelineLimits(
             settings.llm_timeout_s, settings.max_history, settings.max_events, settings.redis_prefix
         ),
+        allmrec=allmrec,
     )
 
 
@@ -118,9 +129,20 @@ async def _own_backend(
         device=device,
         dtype=settings.llm_dtype,
         llm_path=settings.llm_path,
+        options=_backend_options(settings),
     )
     stack.callback(backend.close)
     return backend
+
+
+def _backend_options(settings: Settings) -> dict[str, Any]:
+    """Settings only one backend reads, passed as its keyword options."""
+    if settings.llm_backend == "vllm":
+        return {
+            "gpu_memory_utilization": settings.vllm_gpu_memory_utilization,
+            "max_model_len": settings.vllm_max_model_len,
+        }
+    return {}
 
 
 def _batcher(backend: LLMBackend, settings: Settings, metrics: Metrics) -> MicroBatcher:
@@ -132,6 +154,36 @@ def _batcher(backend: LLMBackend, settings: Settings, metrics: Metrics) -> Micro
     )
     batcher.start()
     return batcher
+
+
+def _allmrec_reranker(
+    bundle: ServingBundle,
+    store: Store,
+    backend: LLMBackend,
+    settings: Settings,
+    metrics: Metrics,
+    stack: AsyncExitStack,
+) -> ALLMRecReranker:
+    """model=allmrec: its own micro-batcher (closed by `stack`) over the backend's candidate scoring."""
+    assert bundle.allmrec is not None
+    width = settings.allmrec_candidates
+    batcher = MicroBatcher(
+        rank_batch_fn(backend, width),
+        settings.batch_window_ms / 1000.0,
+        settings.max_batch_size,
+        on_batch=metrics.llm_batch,
+    )
+    batcher.start()
+    stack.push_async_callback(batcher.close)
+    config = RerankConfig(
+        bundle_version=bundle.version,
+        history_window=max(bundle.sasrec.config.max_len, bundle.allmrec.prompt.history_len),
+        template_version=bundle.allmrec.prompt.version,
+        n_candidates=width,
+        timeout_s=settings.llm_timeout_s,
+        key_prefix=settings.redis_prefix,
+    )
+    return ALLMRecReranker(store, batcher, metrics, config)
 
 
 def _rankers(bundle: ServingBundle, settings: Settings, device: str) -> dict[str, Ranker]:

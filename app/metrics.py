@@ -3,6 +3,8 @@ requests and latency per route, cache hit ratio, store errors, LLM batch sizes a
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -93,3 +95,8 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def elapsed_ms(start: float) -> float:
+    """Milliseconds since `start` (a time.perf_counter() reading), rounded to microseconds."""
+    return round((time.perf_counter() - start) * 1000.0, 3)

@@ -1,5 +1,6 @@
 """The recommend pipeline as named stages over app.domain values: resolve history → split known items →
-candidate mask → user vector (cache, micro-batched LLM, SASRec fallback) → retrieve + rank → respond.
+candidate mask → user vector (cache, micro-batched LLM, SASRec fallback) → retrieve + rank (→ A-LLMRec
+re-rank of SASRec's candidates for model=allmrec) → respond.
 Also stored histories and catalog look-ups. Framework-free: no HTTP, no pydantic."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from app.allmrec import ALLMRecReranker
 from app.backends.base import LLMBackend
 from app.batcher import EncodeJob, MicroBatcher
 from app.bundle import ServingBundle
@@ -28,7 +30,7 @@ from app.domain import (
     Strategy,
 )
 from app.errors import BackendError, InvalidRequestError, NotFoundError, StoreUnavailableError
-from app.metrics import Metrics
+from app.metrics import Metrics, elapsed_ms
 from app.retrieval import CandidateFilter, PopularityRanker, Ranker
 from models.prompts import cut_history
 
@@ -53,6 +55,31 @@ class UserEncoding:
     degraded_reason: str | None = None
 
 
+async def resolve_history(
+    store: Store,
+    limits: PipelineLimits,
+    metrics: Metrics,
+    user_id: str | None,
+    history: Sequence[Event] | None,
+    outage_fallback: str,
+) -> tuple[list[Event], HistorySource, str | None]:
+    """The body's history (within max_history), else the user's stored one; a store outage degrades to an
+    empty history, with a reason that ends in `outage_fallback` (what answers instead)."""
+    if history is not None:
+        if len(history) > limits.max_history:
+            raise InvalidRequestError(
+                f"history has {len(history)} events; the limit is {limits.max_history} (max_history)"
+            )
+        return list(history), "body", None
+    assert user_id is not None  # the request schemas require one of the two
+    try:
+        stored = await store.get_history(user_id)
+    except StoreUnavailableError as err:
+        metrics.fallbacks.labels("history_unavailable").inc()
+        return [], "none", f"stored history unavailable ({err.message}); {outage_fallback}"
+    return stored, "stored" if stored else "none", None
+
+
 class RecommendService:
     def __init__(
         self,
@@ -65,9 +92,10 @@ class RecommendService:
         candidates: CandidateFilter,
         metrics: Metrics,
         limits: PipelineLimits,
+        allmrec: ALLMRecReranker | None = None,
     ) -> None:
         self.bundle, self.store, self.backend, self.batcher = bundle, store, backend, batcher
-        self.rankers = rankers
+        self.rankers, self.allmrec = rankers, allmrec
         self.popularity, self.candidates, self.metrics, self.limits = popularity, candidates, metrics, limits
 
     async def recommend(self, q: RecommendQuery) -> Recommendation:
@@ -76,15 +104,22 @@ class RecommendService:
         known, unknown = self._split_known(history)
         seen = [e.item_id for e in history] if q.exclude_seen else []
         allowed, n_blocked = self.candidates.allowed(q.filters, seen)
-        encoding = await self._encode(known, q.model, timing)
+        encoding = await self._encode(known, q.model, q.k, timing)
         t = time.perf_counter()
         if encoding.vector is None:
             ranked = self.popularity.rank(allowed, q.k)
         else:
             ranker, vector = self.rankers[encoding.strategy], encoding.vector
-            ranked = await asyncio.to_thread(ranker.rank, vector, allowed, q.k, n_blocked)
-        timing["rank"] = _ms(t)
-        timing["total"] = _ms(start)
+            n = self.allmrec.config.n_candidates if q.model == "allmrec" and self.allmrec else q.k
+            ranked = await asyncio.to_thread(ranker.rank, vector, allowed, n, n_blocked)
+        timing["rank"] = elapsed_ms(t)
+        if q.model == "allmrec" and self.allmrec is not None and encoding.vector is not None:
+            t = time.perf_counter()
+            reranked = await self.allmrec.rerank([e.item_id for e in known], ranked, q.k, timing)
+            timing["rerank"] = elapsed_ms(t)
+            ranked = reranked.items
+            encoding = UserEncoding(reranked.strategy, None, reranked.cache_hit, reranked.degraded_reason)
+        timing["total"] = elapsed_ms(start)
         self.metrics.recommendations.labels(encoding.strategy).inc()
         reason = encoding.degraded_reason or store_problem
         return Recommendation(
@@ -101,21 +136,9 @@ class RecommendService:
         )
 
     async def _resolve_history(self, q: RecommendQuery) -> tuple[list[Event], HistorySource, str | None]:
-        """The body's history, else the stored one; a store outage degrades to an empty history."""
-        if q.history is not None:
-            if len(q.history) > self.limits.max_history:
-                limit = self.limits.max_history
-                raise InvalidRequestError(
-                    f"history has {len(q.history)} events; the limit is {limit} (max_history)"
-                )
-            return list(q.history), "body", None
-        assert q.user_id is not None  # the request schema requires one of the two
-        try:
-            stored = await self.store.get_history(q.user_id)
-        except StoreUnavailableError as err:
-            self.metrics.fallbacks.labels("history_unavailable").inc()
-            return [], "none", f"stored history unavailable ({err.message}); ranked by popularity"
-        return stored, "stored" if stored else "none", None
+        return await resolve_history(
+            self.store, self.limits, self.metrics, q.user_id, q.history, "ranked by popularity"
+        )
 
     def _split_known(self, history: Sequence[Event]) -> tuple[list[Event], list[int]]:
         """Items of the bundle's catalog (in order) and the sorted distinct unknown ids (skipped)."""
@@ -123,24 +146,39 @@ class RecommendService:
         unknown = sorted({e.item_id for e in history} - {e.item_id for e in known})
         return known, unknown
 
-    async def _encode(self, known: list[Event], model: str | None, timing: dict[str, float]) -> UserEncoding:
+    async def _encode(
+        self, known: list[Event], model: str | None, k: int, timing: dict[str, float]
+    ) -> UserEncoding:
         """Popularity for an empty history; LLM-SRec (cache → micro-batched LLM) when asked and available;
-        SASRec when asked, when the bundle has no LLM, or as the degraded fallback of a failed LLM."""
-        if model == "llmsrec" and self.batcher is None:
-            models = ", ".join(self.bundle.manifest.models)
-            raise InvalidRequestError(
-                f"model 'llmsrec' is not in bundle {self.bundle.version} (models: {models})"
-            )
+        SASRec when asked, for model=allmrec (its candidates), when the bundle has no LLM, or as the degraded
+        fallback of a failed LLM."""
+        self._check_model(model, k)
         if not known:
             return UserEncoding("popularity", None)
         encoding = UserEncoding("sasrec", None)
-        if model != "sasrec" and self.batcher is not None:
+        if model in (None, "llmsrec") and self.batcher is not None:
             encoding = await self._llm_vector(known, timing)
         if encoding.vector is None:
             t = time.perf_counter()
             encoding.vector = await asyncio.to_thread(self._sasrec_vector, [e.item_id for e in known])
-            timing["sasrec"] = _ms(t)
+            timing["sasrec"] = elapsed_ms(t)
         return encoding
+
+    def _check_model(self, model: str | None, k: int) -> None:
+        """A model the bundle (and the running backend) can serve; for allmrec, k within its candidates."""
+        missing = (model == "llmsrec" and self.batcher is None) or (
+            model == "allmrec" and self.allmrec is None
+        )
+        if missing:
+            models = ", ".join(self.bundle.manifest.models)
+            raise InvalidRequestError(
+                f"model {model!r} is not in bundle {self.bundle.version} (models: {models})"
+            )
+        if model == "allmrec" and self.allmrec is not None and k > self.allmrec.config.n_candidates:
+            n = self.allmrec.config.n_candidates
+            raise InvalidRequestError(
+                f"k={k} exceeds the {n} SASRec candidates A-LLMRec re-ranks (allmrec_candidates)"
+            )
 
     async def _llm_vector(self, known: list[Event], timing: dict[str, float]) -> UserEncoding:
         assert self.batcher is not None and self.bundle.prompt is not None
@@ -156,7 +194,7 @@ class RecommendService:
         key = vector_key(self.limits.key_prefix, self.bundle.version, shown, dates, prompt.version)
         t = time.perf_counter()
         cached = await self.store.get_vector(key)
-        timing["cache"] = _ms(t)
+        timing["cache"] = elapsed_ms(t)
         hit = cached is not None and cached.shape == self.rankers["llmsrec"].table.shape[1:]
         self.metrics.cache_lookup(hit)
         if hit:
@@ -175,7 +213,7 @@ class RecommendService:
             self.metrics.fallbacks.labels("llm_error").inc()
             return UserEncoding("sasrec", None, degraded_reason=str(err))
         finally:
-            timing["llm"] = _ms(t)
+            timing["llm"] = elapsed_ms(t)
         await self.store.set_vector(key, vector)
         return UserEncoding("llmsrec", vector)
 
@@ -218,7 +256,3 @@ class RecommendService:
         else:
             checks["llm"] = "ok" if self.backend.health() else "unhealthy (last forward failed)"
         return all(v.startswith("ok") for v in checks.values()), checks
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000.0, 3)

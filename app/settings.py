@@ -20,6 +20,10 @@ class Settings(BaseSettings):
         default=None,
         description="redis:// URL for user vectors and histories; None → in-process LRU (one replica only).",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="redis_url names a node of a Redis Cluster (keys hash-tagged by user; see app.cache).",
+    )
     redis_prefix: str = Field(
         default="llmrec",
         pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
@@ -55,13 +59,28 @@ class Settings(BaseSettings):
     )
     llm_backend: Literal["hf", "vllm"] = Field(
         default="hf",
-        description="LLM engine: 'hf' = transformers in process (default), 'vllm' = not available yet.",
+        description="LLM engine: 'hf' = transformers in process (default), 'vllm' = in-process vLLM pooling "
+        "engine (CUDA only, vllm installed; see app.backends.vllm for the supported versions).",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        default=0.5,
+        gt=0,
+        le=0.95,
+        description="Share of GPU memory the vLLM engine may take (the rest stays for FAISS and ranking).",
+    )
+    vllm_max_model_len: int | None = Field(
+        default=None,
+        ge=16,
+        le=1_048_576,
+        description="Context length of the vLLM engine; None = the model's (prompts are ~300-600 tokens).",
     )
     llm_path: str | None = Field(
         default=None, description="Override of the manifest's LLM location (local directory or HF id)."
     )
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="LLM weight dtype; 'auto' = the dtype recorded in the manifest."
+        default="auto",
+        description="LLM weight dtype; 'auto' = bfloat16 on a CUDA GPU (float16 if it lacks bf16), "
+        "else the dtype recorded in the manifest.",
     )
     device: str = Field(
         default="auto",
@@ -83,6 +102,12 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000,
         description="Candidates taken from FAISS before exact rescoring and filters.",
+    )
+    allmrec_candidates: int = Field(
+        default=20,
+        ge=1,
+        le=100,
+        description="model=allmrec: SASRec candidates A-LLMRec re-ranks in one prompt (the paper's 20).",
     )
     index_exact_max_items: int = Field(
         default=200_000,

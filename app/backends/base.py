@@ -1,11 +1,12 @@
-"""The LLM backend interface (histories → LLM-SRec user vectors, a health check) and the registry that
-picks an implementation by the `llm_backend` setting, importing it only when chosen."""
+"""The LLM backend interface (histories → LLM-SRec user vectors, A-LLMRec candidate scores, genre scores, a
+health check) and the
+registry that picks an implementation by the `llm_backend` setting, importing it only when chosen."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +30,20 @@ class LLMBackend(Protocol):
         micro-batcher calls it off the event loop, one batch at a time."""
         ...
 
+    def rank_candidates(
+        self, histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
+    ) -> list[np.ndarray]:
+        """One (C_b,) float array per history: the A-LLMRec recommendation prompt's summed log-likelihood of
+        each candidate's title (higher = likelier), candidates in the order they are shown in the prompt.
+        Blocking, like encode_users. BackendError when the backend or the bundle cannot do it."""
+        ...
+
+    def explain_genres(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, list[str]]:
+        """(B, G) scores over the bundle's genre vocabulary (A-LLMRec genre prompt: mean token
+        log-likelihood of each genre name, higher = likelier) and one generated sentence per history.
+        Blocking, like encode_users. BackendError when the backend or the bundle cannot do it."""
+        ...
+
     def health(self) -> bool:
         """Cheap liveness of the engine (no forward pass)."""
         ...
@@ -39,16 +54,33 @@ class LLMBackend(Protocol):
 class BackendFactory(Protocol):
     @classmethod
     def from_bundle(
-        cls, bundle: ServingBundle, *, device: str, dtype: str, llm_path: str | None
+        cls, bundle: ServingBundle, *, device: str, dtype: str, llm_path: str | None, **options: Any
     ) -> LLMBackend: ...
 
 
 def create_backend(
-    name: str, bundle: ServingBundle, *, device: str, dtype: str, llm_path: str | None
+    name: str,
+    bundle: ServingBundle,
+    *,
+    device: str,
+    dtype: str,
+    llm_path: str | None,
+    options: Mapping[str, Any] | None = None,
 ) -> LLMBackend:
-    """Import and build the backend registered under `name`."""
+    """Import and build the backend registered under `name`; `options` are that backend's own settings
+    (e.g. vLLM's GPU memory share), passed as keyword arguments."""
     if name not in BACKENDS:
         raise StartupError(f"llm_backend {name!r} unknown; choose one of {', '.join(BACKENDS)}")
     module_name, class_name = BACKENDS[name].split(":")
     factory: BackendFactory = getattr(importlib.import_module(module_name), class_name)
-    return factory.from_bundle(bundle, device=device, dtype=dtype, llm_path=llm_path)
+    return factory.from_bundle(bundle, device=device, dtype=dtype, llm_path=llm_path, **(options or {}))
+
+
+def resolve_llm_dtype(setting: str, manifest_dtype: str, device: str, cuda_bf16: bool) -> str:
+    """The LLM weight dtype: an explicit setting wins; `auto` → bfloat16 on a CUDA device that supports it
+    (float16 on older GPUs), else the dtype recorded in the manifest (float32 for CPU-trained bundles)."""
+    if setting != "auto":
+        return setting
+    if device.startswith("cuda"):
+        return "bfloat16" if cuda_bf16 else "float16"
+    return manifest_dtype

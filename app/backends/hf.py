@@ -1,22 +1,26 @@
-"""The in-process transformers backend (the only app module importing transformers): load the bundle's
-LLM, add the special tokens exactly as training did (checked against the manifest), and encode users with
-the shared models.llmsrec.LLMSRecEncoder — the same function training and evaluation use."""
+"""The in-process transformers backend (the only app module importing transformers): load the bundle's LLM
+(CPU or CUDA; dtype `auto` = bf16 on a CUDA GPU, else the manifest's), add the special tokens as training
+did (checked against the manifest), and encode users with the shared models.llmsrec.LLMSRecEncoder."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from app.backends.base import resolve_llm_dtype
 from app.bundle import ServingBundle
-from app.errors import StartupError
+from app.errors import BackendError, StartupError
+from models.allmrec_encoder import ALLMRecEncoder
+from models.allmrec_genre import GENRE_TEMPLATE_VERSION, GenreEncoder
 from models.llmsrec import LLMSRecEncoder
-from models.prompts import PROMPT_TEMPLATE_VERSION
+from models.prompts import ALLMREC_TEMPLATE_VERSION, PROMPT_TEMPLATE_VERSION
 from models.soft_prompt import add_special_tokens
 
 log = logging.getLogger(__name__)
@@ -44,39 +48,98 @@ def _check(bundle: ServingBundle, special: dict[str, int], hidden: int, location
         )
 
 
+@dataclass
+class LoadedLLM:
+    """The bundle's LLM with the special tokens added and checked, frozen, in eval mode on `device`."""
+
+    model: Any
+    tokenizer: Any
+    special: dict[str, int]
+    location: str
+    dtype: str
+
+
+def load_bundle_llm(bundle: ServingBundle, *, device: str, dtype: str, llm_path: str | None) -> LoadedLLM:
+    """Load the LLM the bundle names (or `llm_path`), dtype per resolve_llm_dtype; StartupError if it cannot
+    be loaded or does not match the manifest. Also used by the vLLM backend for the prompt embeddings."""
+    location = bundle.llm_location(llm_path)
+    manifest_dtype = str((bundle.manifest.llm or {}).get("dtype", "float32"))
+    cuda_bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    name = resolve_llm_dtype(dtype, manifest_dtype, device, cuda_bf16)
+    start = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[name])
+    except (OSError, ValueError, KeyError) as err:
+        raise StartupError(f"cannot load the LLM from {location!r} (set LLMREC_LLM_PATH?): {err}") from err
+    special = add_special_tokens(model, tokenizer)
+    _check(bundle, special, int(model.config.hidden_size), location)
+    model.requires_grad_(False)
+    model.to(device).eval()
+    log.info("LLM %s loaded (%s, %s) in %.1f s", location, name, device, time.perf_counter() - start)
+    return LoadedLLM(model, tokenizer, special, location, name)
+
+
+def allmrec_encoder(bundle: ServingBundle, llm: LoadedLLM) -> ALLMRecEncoder | None:
+    """A-LLMRec's recommendation prompt over the bundle's SASRec, stage 1 and stage 2 (None without)."""
+    part = bundle.allmrec
+    if part is None:
+        return None
+    if part.prompt.version != ALLMREC_TEMPLATE_VERSION:
+        raise StartupError(
+            f"bundle allmrec prompt version {part.prompt.version!r} != this code's "
+            f"{ALLMREC_TEMPLATE_VERSION!r} (re-export the bundle)"
+        )
+    titles = [item.title for item in bundle.catalog.items]
+    return ALLMRecEncoder(
+        llm.model, llm.tokenizer, bundle.sasrec, part.stage1, part.stage2, titles, llm.special, part.prompt
+    )
+
+
+def genre_encoder(bundle: ServingBundle, llm: LoadedLLM) -> GenreEncoder | None:
+    """A-LLMRec's genre prompt over the bundle's SASRec, stage 1 and genre-trained stage 2 (None without)."""
+    part = bundle.genre
+    if part is None:
+        return None
+    if part.template_version != GENRE_TEMPLATE_VERSION:
+        raise StartupError(
+            f"bundle genre_template_version {part.template_version!r} != this code's "
+            f"{GENRE_TEMPLATE_VERSION!r} (re-export the bundle)"
+        )
+    titles = [item.title for item in bundle.catalog.items]
+    allmrec = ALLMRecEncoder(
+        llm.model, llm.tokenizer, bundle.sasrec, part.stage1, part.stage2, titles, llm.special, part.prompt
+    )
+    return GenreEncoder(llm.model, llm.tokenizer, part.genres, llm.special, part.prompt, allmrec=allmrec)
+
+
 class HFBackend:
     name = "hf"
+    explanation_tokens = 24  # greedy tokens of a genre explanation
 
-    def __init__(self, encoder: LLMSRecEncoder) -> None:
-        self.encoder = encoder
+    def __init__(
+        self,
+        encoder: LLMSRecEncoder,
+        genre: GenreEncoder | None = None,
+        allmrec: ALLMRecEncoder | None = None,
+    ) -> None:
+        self.encoder, self.genre, self.allmrec = encoder, genre, allmrec
         self._healthy = True
 
     @classmethod
     def from_bundle(
-        cls, bundle: ServingBundle, *, device: str, dtype: str, llm_path: str | None
+        cls, bundle: ServingBundle, *, device: str, dtype: str, llm_path: str | None, **options: Any
     ) -> HFBackend:
+        if options:
+            raise StartupError(f"llm_backend 'hf' takes no options, got {sorted(options)}")
         if bundle.heads is None or bundle.prompt is None:
             raise StartupError(
                 f"bundle {bundle.root} has no llmsrec model; the LLM backend has nothing to serve"
             )
-        location = bundle.llm_location(llm_path)
-        name = (bundle.manifest.llm or {}).get("dtype", "float32") if dtype == "auto" else dtype
-        start = time.perf_counter()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(location)
-            model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[name])
-        except (OSError, ValueError, KeyError) as err:
-            raise StartupError(
-                f"cannot load the LLM from {location!r} (set LLMREC_LLM_PATH?): {err}"
-            ) from err
-        special = add_special_tokens(model, tokenizer)
-        _check(bundle, special, int(model.config.hidden_size), location)
-        model.requires_grad_(False)
-        model.to(device).eval()
+        llm = load_bundle_llm(bundle, device=device, dtype=dtype, llm_path=llm_path)
         titles = [item.title for item in bundle.catalog.items]
-        encoder = LLMSRecEncoder(model, tokenizer, bundle.heads, titles, special, bundle.prompt)
-        log.info("LLM %s loaded (%s, %s) in %.1f s", location, name, device, time.perf_counter() - start)
-        return cls(encoder)
+        encoder = LLMSRecEncoder(llm.model, llm.tokenizer, bundle.heads, titles, llm.special, bundle.prompt)
+        return cls(encoder, genre_encoder(bundle, llm), allmrec_encoder(bundle, llm))
 
     def encode_users(
         self, histories: Sequence[Sequence[int]], timestamps: Sequence[Sequence[float] | None]
@@ -89,6 +152,33 @@ class HFBackend:
             raise
         self._healthy = True
         return vectors.float().cpu().numpy()
+
+    def rank_candidates(
+        self, histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
+    ) -> list[np.ndarray]:
+        if self.allmrec is None:
+            raise BackendError("the bundle has no A-LLMRec recommendation model")
+        try:
+            with torch.inference_mode():
+                rows = self.allmrec.candidate_rows(histories, candidates)
+        except Exception:
+            self._healthy = False
+            raise
+        self._healthy = True
+        return [sums.float().cpu().numpy() for sums, _ in rows]
+
+    def explain_genres(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, list[str]]:
+        if self.genre is None:
+            raise BackendError("the bundle has no A-LLMRec genre model")
+        try:
+            with torch.inference_mode():
+                scores = self.genre.scores(histories).float().cpu().numpy()
+                texts = self.genre.explain(histories, self.explanation_tokens)
+        except Exception:
+            self._healthy = False
+            raise
+        self._healthy = True
+        return scores, texts
 
     def health(self) -> bool:
         return self._healthy

@@ -22,6 +22,7 @@ from app.bundle import load_bundle, verify
 from app.main import create_app
 from app.settings import Settings
 from tests.app.tiny_bundle import build_tiny_bundle
+from tests.app.tiny_genre import build_genre_bundle
 
 REDIS_URL = os.environ.get("LLMREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -49,6 +50,19 @@ def tiny_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_work: Path) -> Path:
     return tiny_work / "bundle"
+
+
+@pytest.fixture(scope="session")
+def allmrec_bundle(tiny_work: Path) -> Path:
+    """The tiny bundle plus both A-LLMRec parts (recommendation and genre), built once per session."""
+    return build_genre_bundle(tiny_work)
+
+
+@pytest.fixture(scope="session")
+def allmrec_backend(allmrec_bundle: Path) -> HFBackend:
+    """The real HF backend over that bundle (A-LLMRec ranking and genre scoring)."""
+    bundle = load_bundle(allmrec_bundle, verify(allmrec_bundle), "cpu")
+    return HFBackend.from_bundle(bundle, device="cpu", dtype="auto", llm_path=None)
 
 
 @pytest.fixture(scope="session")

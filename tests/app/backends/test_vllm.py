@@ -1,0 +1,185 @@
+"""The vLLM backend on CPU: version gate, pooler switches, refusals at start-up, and the embedding path it
+feeds vLLM, checked against the HF backend by LAST pooling over the very same per-prompt embeddings with
+transformers (the stand-in replaces only vLLM's `LLM.embed`; the GPU parity test uses vLLM itself)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from app.backends.base import LLMBackend, create_backend, resolve_llm_dtype
+from app.backends.hf import HFBackend
+from app.backends.prompt_embeds import PromptEmbedsError
+from app.backends.vllm import (
+    SUPPORTED_VLLM,
+    PoolingEngine,
+    VLLMBackend,
+    _field_names,
+    check_vllm_version,
+    no_normalize_kwargs,
+    prompt_encoder,
+)
+from app.bundle import ServingBundle, load_bundle, verify
+from app.errors import BackendError, StartupError
+from models.prompts import USER_OUT
+from tests.conftest import REPO_ROOT
+
+HISTORIES = [[3, 5, 8], [1], [7, 2, 9, 4, 11, 6, 13, 12, 10, 14, 15, 16]]
+STAMPS: list[Sequence[float] | None] = [[8.8e8, 8.9e8, 9.0e8], None, None]
+
+
+@pytest.mark.parametrize("version", ["0.17.0", "0.20.3", "0.23.9", "0.18.1.dev42+g1234abc", "0.19"])
+def test_supported_versions_pass(version: str) -> None:
+    check_vllm_version(version)
+
+
+@pytest.mark.parametrize("version", ["0.10.2", "0.16.9", "0.24.0", "1.0.0", "nightly"])
+def test_unsupported_versions_stop_startup_naming_the_supported_range(version: str) -> None:
+    with pytest.raises(StartupError) as err:
+        check_vllm_version(version)
+    first, below = SUPPORTED_VLLM
+    assert f"vLLM {version} is not supported" in str(err.value)
+    assert f"vllm>={first},<{below}" in str(err.value) and "LLMREC_LLM_BACKEND=hf" in str(err.value)
+
+
+def test_pooler_normalisation_switch_follows_the_installed_api() -> None:
+    @dataclasses.dataclass
+    class Old:
+        pooling_type: str | None = None
+        normalize: bool | None = None
+
+    @dataclasses.dataclass
+    class New:
+        pooling_type: str | None = None
+        use_activation: bool | None = None
+
+    assert no_normalize_kwargs(_field_names(Old)) == {"normalize": False}
+    assert no_normalize_kwargs(_field_names(New)) == {"use_activation": False}
+    assert no_normalize_kwargs({"normalize", "use_activation"}) == {
+        "use_activation": False,
+        "normalize": False,
+    }
+    with pytest.raises(StartupError, match="neither use_activation nor normalize"):
+        no_normalize_kwargs({"pooling_type"})
+
+
+def test_auto_dtype_is_bf16_on_cuda_and_the_manifest_dtype_on_cpu() -> None:
+    assert resolve_llm_dtype("auto", "float32", "cuda", cuda_bf16=True) == "bfloat16"
+    assert resolve_llm_dtype("auto", "float32", "cuda:1", cuda_bf16=False) == "float16"
+    assert resolve_llm_dtype("auto", "float32", "cpu", cuda_bf16=True) == "float32"
+    assert resolve_llm_dtype("float32", "bfloat16", "cuda", cuda_bf16=True) == "float32"
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle: Path) -> ServingBundle:
+    return load_bundle(tiny_bundle, verify(tiny_bundle), "cpu")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
+def test_choosing_vllm_without_vllm_installed_is_a_clear_startup_error(bundle: ServingBundle) -> None:
+    with pytest.raises(StartupError, match=r"vllm is not installed.*LLMREC_LLM_BACKEND=hf"):
+        create_backend("vllm", bundle, device="cuda", dtype="auto", llm_path=None)
+
+
+def test_hf_backend_refuses_options_meant_for_another_backend(bundle: ServingBundle) -> None:
+    with pytest.raises(StartupError, match=r"takes no options, got \['gpu_memory_utilization'\]"):
+        create_backend(
+            "hf", bundle, device="cpu", dtype="auto", llm_path=None, options={"gpu_memory_utilization": 0.5}
+        )
+
+
+class TransformersLastPooling:
+    """Stands in for vLLM's `LLM.embed` with LAST pooling: one unpadded forward per prompt embedding,
+    the last position's last-layer hidden state as a list of floats; records what it was sent."""
+
+    def __init__(self, model: Any, normalise: bool = False) -> None:
+        self.decoder, self.normalise = model.base_model, normalise
+        self.sent: list[Tensor] = []
+
+    def embed(self, prompts: list[dict[str, Tensor]], use_tqdm: bool = False) -> list[Any]:
+        outputs = []
+        for prompt in prompts:
+            row = prompt["prompt_embeds"]
+            self.sent.append(row)
+            hidden = self.decoder(inputs_embeds=row[None], use_cache=False).last_hidden_state[0, -1]
+            if self.normalise:
+                hidden = torch.nn.functional.normalize(hidden, dim=-1)
+            outputs.append(SimpleNamespace(outputs=SimpleNamespace(embedding=hidden.tolist())))
+        return outputs
+
+
+def stand_in_backend(bundle: ServingBundle, hf: HFBackend, normalise: bool = False) -> VLLMBackend:
+    encoder, hidden = prompt_encoder(bundle, device="cpu", dtype="float32", llm_path=None)
+    engine = PoolingEngine(TransformersLastPooling(hf.encoder.llm, normalise), hidden, torch.float32, 4096)
+    return VLLMBackend(encoder, engine, encoder.special[USER_OUT])
+
+
+def test_vllm_path_gives_the_hf_backends_user_vectors(bundle: ServingBundle, hf_backend: HFBackend) -> None:
+    backend = stand_in_backend(bundle, hf_backend)
+    got = backend.encode_users(HISTORIES, STAMPS)
+    want = hf_backend.encode_users(HISTORIES, STAMPS)
+    assert got.shape == (3, bundle.heads.config.user_dim)  # type: ignore[union-attr]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert backend.health()
+    sent = backend.engine.llm.sent
+    reference = hf_backend.encoder.user_batch(HISTORIES, STAMPS).per_prompt()
+    for row, ref in zip(sent, reference, strict=True):  # exactly the HF prompt embeddings, unpadded
+        assert row.dtype == torch.float32 and torch.equal(row, ref)
+        torch.testing.assert_close(row[-1], bundle.heads.user_out.detach())  # type: ignore[union-attr]
+
+
+def test_vllm_backend_meets_the_interface_and_declines_genres_as_a_backend_error(
+    bundle: ServingBundle, hf_backend: HFBackend
+) -> None:
+    backend = stand_in_backend(bundle, hf_backend)
+    assert isinstance(backend, LLMBackend)
+    with pytest.raises(BackendError, match="does not support genre explanations"):
+        backend.explain_genres([[1, 2]])
+    assert backend.health()
+
+
+def test_a_normalising_pooler_is_caught_at_startup(bundle: ServingBundle, hf_backend: HFBackend) -> None:
+    stand_in_backend(bundle, hf_backend).check_not_normalised()
+    with pytest.raises(StartupError, match="L2-normalises"):
+        stand_in_backend(bundle, hf_backend, normalise=True).check_not_normalised()
+
+
+def test_embeddings_of_the_wrong_dtype_never_reach_the_engine(
+    bundle: ServingBundle, hf_backend: HFBackend
+) -> None:
+    backend = stand_in_backend(bundle, hf_backend)
+    backend.engine.dtype = torch.bfloat16  # the engine was started in bf16, the prompt rows are fp32
+    with pytest.raises(PromptEmbedsError, match=r"dtype torch\.float32; the engine runs torch\.bfloat16"):
+        backend.encode_users(HISTORIES, STAMPS)
+    assert backend.engine.llm.sent == [] and backend.health()  # a bad input does not mark the engine sick
+
+
+def test_engine_failure_marks_the_backend_unhealthy(bundle: ServingBundle, hf_backend: HFBackend) -> None:
+    backend = stand_in_backend(bundle, hf_backend)
+
+    def explode(prompts: list[dict[str, Tensor]], use_tqdm: bool = False) -> list[Any]:
+        raise RuntimeError("engine died")
+
+    backend.engine.llm.embed = explode
+    with pytest.raises(RuntimeError, match="engine died"):
+        backend.encode_users(HISTORIES, STAMPS)
+    assert not backend.health()
+    backend.close()
+    assert backend.engine.llm is None and not backend.health()
+
+
+def test_the_gpu_extra_installs_exactly_the_supported_range() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    pins = [dep for dep in project["optional-dependencies"]["gpu"] if dep.startswith("vllm")]
+    first, below = SUPPORTED_VLLM
+    assert pins == [f"vllm>={first},<{below}"]
