@@ -8,6 +8,8 @@ Tiny test bundle (seconds):  .venv/bin/python bench/serve_bench.py --tiny --redi
 A real bundle:               .venv/bin/python bench/serve_bench.py --bundle work/bundle-ml-100k --redis own \
                                  --kill-redis
 A running service:           .venv/bin/python bench/serve_bench.py --url http://127.0.0.1:8000 --bundle DIR
+A-LLMRec re-ranking:         .venv/bin/python bench/serve_bench.py --bundle DIR --model allmrec (the bare
+                                 forward is then the backend's scoring of SASRec's top 20 for each history)
 Service settings come from LLMREC_* variables (e.g. LLMREC_BATCH_WINDOW_MS, LLMREC_MAX_BATCH_SIZE).
 """
 
@@ -55,6 +57,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cold-requests", type=int, default=48, help="Cold requests per concurrency.")
     p.add_argument("--timeout", type=float, default=120.0, help="Per-request timeout (s).")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--model",
+        choices=["llmsrec", "allmrec", "sasrec"],
+        help="The request's model (default: the bundle's).",
+    )
     p.add_argument("--json", type=Path, default=REPO / "work" / "bench" / "serve_bench.json")
     return p.parse_args()
 
@@ -153,8 +160,21 @@ async def load(url: str, bodies: list[dict], concurrency: int, timeout: float, o
     }  # fmt: skip
 
 
-def bare_forward_ms(bundle_dir: Path, cold: list[list[int]]) -> float:
-    """p50 of the backend alone (no HTTP, cache, batching or ranking) on the same histories, one by one."""
+def sasrec_candidates(bundle: Any, history: list[int], n: int) -> list[int]:
+    """SASRec's top n unseen items for the history (what model=allmrec hands the LLM), by brute force."""
+    import torch
+
+    model = bundle.sasrec
+    with torch.inference_mode():
+        user = model.user_vector(torch.tensor([history[-model.config.max_len :]]))[0]
+        scores = model.item_embeddings() @ user
+        scores[0], scores[history] = -torch.inf, -torch.inf
+        return torch.topk(scores, n).indices.tolist()
+
+
+def bare_forward_ms(bundle_dir: Path, cold: list[list[int]], model: str | None) -> float:
+    """p50 of the backend alone (no HTTP, cache, batching or ranking) on the same histories, one by one:
+    the LLM-SRec user vector, or for model=allmrec the scoring of SASRec's candidates."""
     from app.backends.base import create_backend
     from app.bundle import load_bundle, verify
     from app.settings import Settings
@@ -165,15 +185,30 @@ def bare_forward_ms(bundle_dir: Path, cold: list[list[int]]) -> float:
     backend = create_backend(
         settings.llm_backend, bundle, device=device, dtype=settings.llm_dtype, llm_path=settings.llm_path
     )
-    for h in cold[:3]:  # warm-up
-        backend.encode_users([h], [None])
+    if model == "allmrec":
+        jobs = [(h, sasrec_candidates(bundle, h, settings.allmrec_candidates)) for h in cold]
+
+        def forward(job: Any) -> None:
+            backend.rank_candidates([job[0]], [job[1]])
+    else:
+        jobs = [(h, []) for h in cold]
+
+        def forward(job: Any) -> None:
+            backend.encode_users([job[0]], [None])
+
+    for job in jobs[:3]:  # warm-up
+        forward(job)
     times = []
-    for h in cold:
+    for job in jobs:
         start = time.perf_counter()
-        backend.encode_users([h], [None])
+        forward(job)
         times.append(time.perf_counter() - start)
     backend.close()
     return float(np.median(times) * 1000.0)
+
+
+def request(args: argparse.Namespace, history: list[int]) -> dict[str, Any]:
+    return {"history": history} | ({"model": args.model} if args.model else {})
 
 
 def run(args: argparse.Namespace, url: str, bundle_dir: Path, redis_proc: Any) -> dict[str, Any]:
@@ -184,19 +219,20 @@ def run(args: argparse.Namespace, url: str, bundle_dir: Path, redis_proc: Any) -
     rng, seen = np.random.default_rng(args.seed), set()
     levels = [int(c) for c in args.concurrency.split(",")]
     warm_set = histories(n_items, history_len, 32, rng, seen)
-    asyncio.run(load(url, [{"history": h} for h in warm_set] * 2, 4, args.timeout))  # fill the cache, warm up
+    asyncio.run(load(url, [request(args, h) for h in warm_set] * 2, 4, args.timeout))  # fill the cache
     rows: list[dict[str, Any]] = []
     cold_by_level: dict[int, list[list[int]]] = {}
     for c in levels:
-        warm = [{"history": warm_set[i % len(warm_set)]} for i in range(args.warm_requests)]
+        warm = [request(args, warm_set[i % len(warm_set)]) for i in range(args.warm_requests)]
         rows.append({"kind": "warm"} | asyncio.run(load(url, warm, c, args.timeout)))
         cold_by_level[c] = histories(n_items, history_len, args.cold_requests, rng, seen)
-        cold = [{"history": h} for h in cold_by_level[c]]
+        cold = [request(args, h) for h in cold_by_level[c]]
         rows.append({"kind": "cold"} | asyncio.run(load(url, cold, c, args.timeout)))
     result: dict[str, Any] = {"rows": rows}
     cold_rows = {r["concurrency"]: r for r in rows if r["kind"] == "cold"}
-    if 1 in cold_rows and "llmsrec" in manifest.models:
-        bare = bare_forward_ms(bundle_dir, cold_by_level[1])
+    llm_model = "allmrec" if args.model == "allmrec" else "llmsrec"
+    if 1 in cold_rows and args.model != "sasrec" and llm_model in manifest.models:
+        bare = bare_forward_ms(bundle_dir, cold_by_level[1], args.model)
         result["bare_llm_forward_p50_ms"] = bare
         result["cold_p50_over_bare_forward"] = cold_rows[1]["p50_ms"] / bare
     if 1 in cold_rows and max(levels) > 1:
@@ -211,7 +247,7 @@ def kill_phase(args: argparse.Namespace, url: str, proc: Any, warm_set: list, n_
                rng: np.random.Generator, seen: set) -> dict[str, Any]:  # fmt: skip
     """Warm and cold requests at c=4; the Redis is killed once a third of them are done."""
     cold = histories(n_items, history_len, args.cold_requests, rng, seen)
-    bodies = [{"history": h} for pair in zip(warm_set * 4, cold, strict=False) for h in pair]
+    bodies = [request(args, h) for pair in zip(warm_set * 4, cold, strict=False) for h in pair]
     killed_at: list[int] = []
 
     def on_done(n: int) -> None:
@@ -227,7 +263,8 @@ def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="POST /v1/recommend (loopback)")
+    model = result["args"].get("model", "None")
+    table = Table(title=f"POST /v1/recommend (loopback, model={model})")
     for col in (
         "kind",
         "c",
@@ -267,6 +304,10 @@ def main() -> None:
             from tests.app.tiny_bundle import build_tiny_bundle
 
             bundle_dir = build_tiny_bundle(Path(tmp) / "tiny")
+            if args.model == "allmrec":
+                from tests.app.tiny_genre import build_genre_bundle
+
+                bundle_dir = build_genre_bundle(Path(tmp) / "tiny")
         if bundle_dir is None:
             raise SystemExit("give --bundle DIR or --tiny")
         result = bench(args, Path(bundle_dir), Path(tmp))

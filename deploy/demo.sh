@@ -8,8 +8,16 @@ WORK="${LLMREC_WORK_DIR:-work}"
 DATA="$WORK/ml-100k"
 SASREC="$WORK/sasrec-ml-100k"
 LLMSREC="$WORK/llmsrec-ml-100k"
+STAGE1="$WORK/allmrec-stage1-ml-100k"
+ALLMREC="$WORK/allmrec-stage2-ml-100k"
+GENRE="$WORK/allmrec-genre-ml-100k"
 BUNDLE="${LLMREC_BUNDLE:-$WORK/bundle-ml-100k}"
 mkdir -p "$WORK"
+# raw data: $LLMREC_DATA_DIR, else the shared data beside the checkout (`llmrec data download` fetches it)
+if [ -z "${LLMREC_DATA_DIR:-}" ]; then
+  for d in ../shared/data /work/shared/data data; do [ -d "$d" ] && break; done
+  export LLMREC_DATA_DIR="$d"
+fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -25,12 +33,29 @@ if [ ! -f "$BUNDLE/manifest.json" ]; then
   if [ ! -f "$LLMSREC/heads.safetensors" ]; then
     step "train LLM-SRec on SmolLM2-135M (frozen; only the MLPs train)"
     "$LLMREC" train llmsrec --data "$DATA" --sasrec "$SASREC" --out "$LLMSREC" --llm smollm2 \
-      --dtype bfloat16 --epochs "${DEMO_LLMSREC_EPOCHS:-1}" --max-users "${DEMO_LLMSREC_USERS:-200}" \
+      --epochs "${DEMO_LLMSREC_EPOCHS:-1}" --max-users "${DEMO_LLMSREC_USERS:-200}" \
       --eval-max-users "${DEMO_LLMSREC_EVAL_USERS:-100}"
   fi
+  if [ ! -f "$STAGE1/stage1.safetensors" ]; then
+    step "A-LLMRec stage 1: align SASRec item embeddings with MiniLM text embeddings"
+    "$LLMREC" train allmrec-stage1 --data "$DATA" --sasrec "$SASREC" --out "$STAGE1" \
+      --epochs "${DEMO_STAGE1_EPOCHS:-20}" --lr 1e-3
+  fi
+  if [ ! -f "$ALLMREC/config.json" ]; then
+    step "A-LLMRec stage 2: soft prompts for next-item titles (frozen SmolLM2)"
+    "$LLMREC" train allmrec-stage2 --data "$DATA" --sasrec "$SASREC" --stage1 "$STAGE1" --llm smollm2 \
+      --out "$ALLMREC" --epochs 1 --max-users "${DEMO_ALLMREC_USERS:-48}" --lr 1e-3 --batch-size 2 \
+      --eval-max-users "${DEMO_ALLMREC_EVAL_USERS:-16}"
+  fi
+  if [ ! -f "$GENRE/config.json" ]; then
+    step "A-LLMRec genre prompt: the user's favourite genres (for /v1/explain/genre)"
+    "$LLMREC" train allmrec-genre --data "$DATA" --sasrec "$SASREC" --stage1 "$STAGE1" --stage2 "$ALLMREC" \
+      --out "$GENRE" --max-users "${DEMO_GENRE_USERS:-96}" --valid-users "${DEMO_GENRE_VALID_USERS:-24}" \
+      --lr 1e-3
+  fi
   step "export the bundle"
-  "$LLMREC" export bundle --data "$DATA" --sasrec "$SASREC" --llmsrec "$LLMSREC" --out "$BUNDLE" \
-    --include-llm --overwrite
+  "$LLMREC" export bundle --data "$DATA" --sasrec "$SASREC" --llmsrec "$LLMSREC" --allmrec "$ALLMREC" \
+    --allmrec-genre "$GENRE" --out "$BUNDLE" --include-llm --overwrite
 fi
 "$LLMREC" export verify "$BUNDLE"
 step "serve $BUNDLE"
