@@ -141,6 +141,9 @@ def _backend_options(settings: Settings) -> dict[str, Any]:
         return {
             "gpu_memory_utilization": settings.vllm_gpu_memory_utilization,
             "max_model_len": settings.vllm_max_model_len,
+            "hf_scoring": settings.vllm_hf_scoring,
+            "generate_url": settings.vllm_generate_url,
+            "generate_model": settings.vllm_generate_model,
         }
     return {}
 

@@ -74,6 +74,21 @@ class Settings(BaseSettings):
         le=1_048_576,
         description="Context length of the vLLM engine; None = the model's (prompts are ~300-600 tokens).",
     )
+    vllm_hf_scoring: bool = Field(
+        default=True,
+        description="llm_backend=vllm: keep a transformers copy of the LLM on the GPU for what the pooling "
+        "engine cannot do (A-LLMRec candidate and genre scores); off = those answer degraded. Only when the "
+        "bundle has an A-LLMRec part; costs one more copy of the LLM weights.",
+    )
+    vllm_generate_url: str | None = Field(
+        default=None,
+        description="llm_backend=vllm: base URL of a `vllm serve --enable-prompt-embeds` server that writes "
+        "the /v1/explain/genre sentence (e.g. http://vllm:8000); None = the transformers copy writes it.",
+    )
+    vllm_generate_model: str | None = Field(
+        default=None,
+        description="The model name that server serves; None = the bundle's LLM location.",
+    )
     llm_path: str | None = Field(
         default=None, description="Override of the manifest's LLM location (local directory or HF id)."
     )

@@ -140,6 +140,14 @@ class GenreEncoder:
             self.llm, batch, max_new_tokens, [] if eos is None else [int(eos)], self.pad_id
         )
         decode = self.tokenizer.decode  # type: ignore[attr-defined]
+        return self.sentences([decode(row, skip_special_tokens=True) for row in rows])
+
+    def prompt_embeds(self, histories: Sequence[Sequence[int]]) -> list[Tensor]:
+        """Unpadded (T_i, H) prompt embeddings per history, for an engine that generates from them."""
+        return self.batch(histories)[0].per_prompt()
+
+    def sentences(self, continuations: Sequence[str]) -> list[str]:
+        """Generated continuations → explanation sentences: the prompt's last clause + the tidied text."""
         lead = genre_lead(self.prompt)
-        texts = [tidy_sentence(decode(row, skip_special_tokens=True)) for row in rows]
+        texts = [tidy_sentence(text) for text in continuations]
         return [f"{lead} {text}" if text else lead for text in texts]

@@ -5,16 +5,17 @@ registry that picks an implementation by the `llm_backend` setting, importing it
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from app.errors import StartupError
+from app.errors import BackendError, StartupError
 
 if TYPE_CHECKING:
     from app.bundle import ServingBundle
 
+T = TypeVar("T")
 # name → "module:class"; the module is imported only when that backend is chosen (no CUDA at import time).
 BACKENDS = {"hf": "app.backends.hf:HFBackend", "vllm": "app.backends.vllm:VLLMBackend"}
 
@@ -56,6 +57,24 @@ class BackendFactory(Protocol):
     def from_bundle(
         cls, bundle: ServingBundle, *, device: str, dtype: str, llm_path: str | None, **options: Any
     ) -> LLMBackend: ...
+
+
+class HealthWatch:
+    """A backend's health from its last forward: unhealthy after a failure, healthy after a success.
+    BackendError (the bundle or backend cannot do that) and ValueError (a bad input) leave it unchanged."""
+
+    _healthy: bool = True
+
+    def _watch(self, call: Callable[..., T], *args: Any) -> T:
+        try:
+            result = call(*args)
+        except (BackendError, ValueError):
+            raise
+        except Exception:
+            self._healthy = False
+            raise
+        self._healthy = True
+        return result
 
 
 def create_backend(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from app.backends.base import resolve_llm_dtype
+from app.backends.base import HealthWatch, resolve_llm_dtype
 from app.bundle import ServingBundle
 from app.errors import BackendError, StartupError
 from models.allmrec_encoder import ALLMRecEncoder
@@ -113,17 +113,48 @@ def genre_encoder(bundle: ServingBundle, llm: LoadedLLM) -> GenreEncoder | None:
     return GenreEncoder(llm.model, llm.tokenizer, part.genres, llm.special, part.prompt, allmrec=allmrec)
 
 
-class HFBackend:
-    name = "hf"
-    explanation_tokens = 24  # greedy tokens of a genre explanation
+Generate = Callable[[GenreEncoder, Sequence[Sequence[int]], int], list[str]]
 
-    def __init__(
-        self,
-        encoder: LLMSRecEncoder,
-        genre: GenreEncoder | None = None,
-        allmrec: ALLMRecEncoder | None = None,
-    ) -> None:
-        self.encoder, self.genre, self.allmrec = encoder, genre, allmrec
+
+def hf_generate(genre: GenreEncoder, histories: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
+    """Explanations by greedy decoding with the in-process transformers model."""
+    return genre.explain(histories, max_new_tokens)
+
+
+@dataclass
+class ContinuationScorer:
+    """What needs continuation log-likelihoods from the LLM (transformers, in process): A-LLMRec's candidate
+    scores and its genre scores; the genre sentence comes from `generate` (transformers greedy decoding by
+    default; the vLLM backend can hand it to a `vllm serve` server). Blocking; errors propagate."""
+
+    genre: GenreEncoder | None = None
+    allmrec: ALLMRecEncoder | None = None
+    generate: Generate = hf_generate
+    explanation_tokens: int = 24  # greedy tokens of a genre explanation
+
+    def rank_candidates(
+        self, histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
+    ) -> list[np.ndarray]:
+        if self.allmrec is None:
+            raise BackendError("the bundle has no A-LLMRec recommendation model")
+        with torch.inference_mode():
+            rows = self.allmrec.candidate_rows(histories, candidates)
+        return [sums.float().cpu().numpy() for sums, _ in rows]
+
+    def explain_genres(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, list[str]]:
+        if self.genre is None:
+            raise BackendError("the bundle has no A-LLMRec genre model")
+        with torch.inference_mode():
+            scores = self.genre.scores(histories).float().cpu().numpy()
+            texts = self.generate(self.genre, histories, self.explanation_tokens)
+        return scores, texts
+
+
+class HFBackend(HealthWatch):
+    name = "hf"
+
+    def __init__(self, encoder: LLMSRecEncoder, scorer: ContinuationScorer | None = None) -> None:
+        self.encoder, self.scorer = encoder, scorer or ContinuationScorer()
         self._healthy = True
 
     @classmethod
@@ -139,46 +170,26 @@ class HFBackend:
         llm = load_bundle_llm(bundle, device=device, dtype=dtype, llm_path=llm_path)
         titles = [item.title for item in bundle.catalog.items]
         encoder = LLMSRecEncoder(llm.model, llm.tokenizer, bundle.heads, titles, llm.special, bundle.prompt)
-        return cls(encoder, genre_encoder(bundle, llm), allmrec_encoder(bundle, llm))
+        return cls(encoder, ContinuationScorer(genre_encoder(bundle, llm), allmrec_encoder(bundle, llm)))
 
     def encode_users(
         self, histories: Sequence[Sequence[int]], timestamps: Sequence[Sequence[float] | None]
     ) -> np.ndarray:
-        try:
-            with torch.inference_mode():
-                vectors = self.encoder.user_vectors(histories, timestamps)
-        except Exception:
-            self._healthy = False
-            raise
-        self._healthy = True
-        return vectors.float().cpu().numpy()
+        return self._watch(self._user_vectors, histories, timestamps)
+
+    def _user_vectors(
+        self, histories: Sequence[Sequence[int]], timestamps: Sequence[Sequence[float] | None]
+    ) -> np.ndarray:
+        with torch.inference_mode():
+            return self.encoder.user_vectors(histories, timestamps).float().cpu().numpy()
 
     def rank_candidates(
         self, histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
     ) -> list[np.ndarray]:
-        if self.allmrec is None:
-            raise BackendError("the bundle has no A-LLMRec recommendation model")
-        try:
-            with torch.inference_mode():
-                rows = self.allmrec.candidate_rows(histories, candidates)
-        except Exception:
-            self._healthy = False
-            raise
-        self._healthy = True
-        return [sums.float().cpu().numpy() for sums, _ in rows]
+        return self._watch(self.scorer.rank_candidates, histories, candidates)
 
     def explain_genres(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, list[str]]:
-        if self.genre is None:
-            raise BackendError("the bundle has no A-LLMRec genre model")
-        try:
-            with torch.inference_mode():
-                scores = self.genre.scores(histories).float().cpu().numpy()
-                texts = self.genre.explain(histories, self.explanation_tokens)
-        except Exception:
-            self._healthy = False
-            raise
-        self._healthy = True
-        return scores, texts
+        return self._watch(self.scorer.explain_genres, histories)
 
     def health(self) -> bool:
         return self._healthy

@@ -119,7 +119,7 @@ class TransformersLastPooling:
 
 
 def stand_in_backend(bundle: ServingBundle, hf: HFBackend, normalise: bool = False) -> VLLMBackend:
-    encoder, hidden = prompt_encoder(bundle, device="cpu", dtype="float32", llm_path=None)
+    encoder, hidden, _ = prompt_encoder(bundle, device="cpu", dtype="float32", llm_path=None)
     engine = PoolingEngine(TransformersLastPooling(hf.encoder.llm, normalise), hidden, torch.float32, 4096)
     return VLLMBackend(encoder, engine, encoder.special[USER_OUT])
 
@@ -143,7 +143,7 @@ def test_vllm_backend_meets_the_interface_and_declines_genres_as_a_backend_error
 ) -> None:
     backend = stand_in_backend(bundle, hf_backend)
     assert isinstance(backend, LLMBackend)
-    with pytest.raises(BackendError, match="does not support genre explanations"):
+    with pytest.raises(BackendError, match="LLMREC_VLLM_HF_SCORING=true"):
         backend.explain_genres([[1, 2]])
     assert backend.health()
 
