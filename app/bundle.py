@@ -1,6 +1,6 @@
-"""Open a service bundle: verify it through models.bundle (refusing any problem), then load the catalog,
-popularity, SASRec, the LLM-SRec heads, the item table and A-LLMRec's recommendation and genre models (when
-present).
+"""Open a service bundle: verify it through models.bundle_verify (refusing any problem), then load the
+catalog, popularity, SASRec, the LLM-SRec heads, the item table and A-LLMRec's recommendation and genre
+models (when present).
 Knows nothing of the LLM itself (app.backends)."""
 
 from __future__ import annotations
@@ -20,15 +20,8 @@ from torch import nn
 from app.domain import CatalogItem
 from app.errors import StartupError
 from models.allmrec import ALLMRecStage1, ALLMRecStage2, Stage1Config, Stage2Config
-from models.bundle import (
-    CATALOG_FILE,
-    ITEM_VECTORS_FILE,
-    LLM_DIR,
-    POPULARITY_FILE,
-    BundleError,
-    Manifest,
-    load_verified_manifest,
-)
+from models.bundle import CATALOG_FILE, ITEM_VECTORS_FILE, LLM_DIR, POPULARITY_FILE, BundleError, Manifest
+from models.bundle_verify import load_verified_manifest
 from models.llmsrec import LLMSRec, LLMSRecConfig
 from models.prompts import ALLMRecPromptConfig, PromptConfig
 from models.sasrec import SASRec, SASRecConfig

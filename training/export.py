@@ -1,6 +1,7 @@
 """Export trained checkpoints into a service bundle (DESIGN §1): check that they belong together, copy and
 derive every file into a temp dir beside OUT, write the manifest last, verify, then rename into place.
-The layout and its checks live in models/bundle.py; each model contributes a `ModelPart`.
+The layout lives in models/bundle.py, its checks in models/bundle_verify.py; each model contributes a
+`ModelPart`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from models.bundle import (
     compute_bundle_version,
     read_manifest,
     sha256_file,
-    verify_bundle,
 )
+from models.bundle_verify import verify_bundle
 from models.sasrec import SASRec
 from training.allmrec_checkpoint import STAGE1_FILE, STAGE2_FILE, load_stage2
 from training.allmrec_genre_train import load_genre_checkpoint

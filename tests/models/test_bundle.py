@@ -16,11 +16,10 @@ from models.bundle import (
     BundleError,
     Manifest,
     compute_bundle_version,
-    load_verified_manifest,
     read_manifest,
     sha256_file,
-    verify_bundle,
 )
+from models.bundle_verify import load_verified_manifest, verify_bundle
 
 N_ITEMS, CF, LLM_H, USER = 12, 8, 16, 4
 

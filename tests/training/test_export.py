@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from models.bundle import ITEM_VECTORS_FILE, read_manifest, sha256_file, verify_bundle
+from models.bundle import ITEM_VECTORS_FILE, read_manifest, sha256_file
+from models.bundle_verify import verify_bundle
 from models.llmsrec import LLMSRec, LLMSRecConfig
 from models.prompts import PromptConfig
 from models.sasrec import SASRec, SASRecConfig

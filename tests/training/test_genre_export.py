@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from app.bundle import load_bundle, verify
-from models.bundle import verify_bundle
+from models.bundle_verify import verify_bundle
 from tests.app.tiny_bundle import GENRES, build_tiny_bundle
 from tests.app.tiny_genre import build_genre_bundle, write_stage1
 from tests.models.tiny_llm import one_torch_thread
