@@ -32,7 +32,7 @@ from training.allmrec_checkpoint import (
     read_config,
     save_module,
 )
-from training.data.dataset import PreparedData
+from training.data.dataset import PreparedData, seeded_subset
 from training.errors import CheckpointError, ConfigError
 from training.flags import flag
 from training.genre_eval import evaluate_genres, genre_matrix, genre_users, genre_vocab
@@ -72,9 +72,7 @@ class GenreExample:
 def genre_examples(data: PreparedData, vocab: list[str], max_users: int, seed: int) -> list[GenreExample]:
     """One example per user whose train target s[-3] has a genre (and an input of ≥ 1 item)."""
     matrix = genre_matrix(data, vocab)
-    users = np.arange(data.n_users)
-    if 0 < max_users < data.n_users:
-        users = np.sort(np.random.default_rng(seed).choice(data.n_users, max_users, replace=False))
+    users = seeded_subset(np.arange(data.n_users), max_users, seed)
     examples = []
     for u in users:
         train = data.sequences[u][:-2]

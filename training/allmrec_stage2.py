@@ -29,7 +29,7 @@ from training.allmrec_checkpoint import (
     write_history,
 )
 from training.allmrec_scorer import ALLMRecScorer
-from training.data.dataset import PreparedData
+from training.data.dataset import PreparedData, seeded_subset
 from training.errors import ConfigError
 from training.evaluation import evaluate
 from training.flags import flag
@@ -70,9 +70,7 @@ class Stage2Example:
 
 def stage2_examples(data: PreparedData, max_users: int, seed: int) -> list[Stage2Example]:
     """One example per user with a train part of 2+ items: history s[:-3], target s[-3]."""
-    users = np.arange(data.n_users)
-    if 0 < max_users < data.n_users:
-        users = np.sort(np.random.default_rng(seed).choice(data.n_users, max_users, replace=False))
+    users = seeded_subset(np.arange(data.n_users), max_users, seed)
     examples = []
     for u in users:
         train = np.asarray(data.sequences[u][:-2])

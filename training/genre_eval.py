@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from training.data.dataset import PreparedData
+from training.data.dataset import PreparedData, seeded_subset
 from training.errors import DataError
 
 GENRE_METRIC_KEYS = ("hr@1", "hr@3", "recall@3", "ndcg@3", "ndcg")
@@ -43,9 +43,7 @@ def genre_users(
     users = np.array(
         [u for u in range(data.n_users) if matrix[data.split_target(u, split)].any()], dtype=np.int64
     )
-    if 0 < max_users < len(users):
-        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    return users
+    return seeded_subset(users, max_users, seed)
 
 
 def target_labels(

@@ -23,7 +23,7 @@ from models.llmsrec import LLMSRec, LLMSRecConfig, LLMSRecEncoder, LossWeights
 from models.prompts import PromptConfig
 from models.sasrec import SASRec
 from training import distributed
-from training.data.dataset import PreparedData
+from training.data.dataset import PreparedData, seeded_subset
 from training.errors import CheckpointError, ConfigError
 from training.evaluation import evaluate
 from training.flags import flag
@@ -90,9 +90,7 @@ class LLMSRecTrainConfig:
 
 def training_examples(data: PreparedData, max_users: int, seed: int) -> list[Example]:
     """One example per user: train sequence s[:-2] → input s[:-3], target s[-3]."""
-    users = np.arange(data.n_users)
-    if 0 < max_users < data.n_users:
-        users = np.sort(np.random.default_rng(seed).choice(data.n_users, max_users, replace=False))
+    users = seeded_subset(np.arange(data.n_users), max_users, seed)
     examples = []
     for u in users:
         train = np.asarray(data.sequences[u][:-2])

@@ -23,6 +23,13 @@ MIN_SEQUENCE_LENGTH = 3  # leave-one-out needs one train item, one validation ta
 Split = Literal["train", "valid", "test"]
 
 
+def seeded_subset(ids: np.ndarray, max_n: int, seed: int) -> np.ndarray:
+    """`max_n` of `ids` drawn by `seed`, sorted; all of them when `max_n` is 0 or not below their count."""
+    if 0 < max_n < len(ids):
+        return np.sort(np.random.default_rng(seed).choice(ids, max_n, replace=False))
+    return ids
+
+
 @dataclass(frozen=True)
 class Item:
     item_id: int

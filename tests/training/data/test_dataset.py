@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data.dataset import Item, load_prepared
+from training.data.dataset import Item, load_prepared, seeded_subset
 from training.data.prepare import PrepareConfig, prepare_dataset
 from training.errors import DataError
 
@@ -88,3 +88,14 @@ def test_load_errors_name_the_file(prepared: Path, file: str, content: str | Non
 def test_load_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="processed dataset directory not found"):
         load_prepared(tmp_path / "nope")
+
+
+def test_seeded_subset_is_a_sorted_reproducible_draw() -> None:
+    ids = np.arange(10, 60)
+    picked = seeded_subset(ids, 7, seed=3)
+    assert len(picked) == 7 and len(set(picked.tolist())) == 7
+    assert set(picked.tolist()) <= set(ids.tolist())
+    assert (np.diff(picked) > 0).all()
+    assert (seeded_subset(ids, 7, seed=3) == picked).all()
+    assert not (seeded_subset(ids, 7, seed=4) == picked).all()
+    assert seeded_subset(ids, 0, seed=3) is ids and seeded_subset(ids, 50, seed=3) is ids
