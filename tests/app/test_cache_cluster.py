@@ -4,11 +4,8 @@ spread over the slots, and RedisStore(cluster=True) works against a real one-nod
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +18,7 @@ from app.cache import RedisStore, history_key, vector_key
 from app.domain import Event
 from app.schemas import USER_ID_PATTERN
 from tests.app.conftest import serve
+from tests.app.redis_process import RedisProcess, free_port
 
 user_ids = st.from_regex(USER_ID_PATTERN, fullmatch=True)
 
@@ -41,33 +39,20 @@ def test_vector_keys_keep_the_bundle_version_and_spread_over_slots() -> None:
     assert len(slots) > 450  # 500 keys over 16384 slots: a shared tag would put them all on one node
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Redis in cluster mode owning all 16384 slots (one node is a valid cluster)."""
-    server = shutil.which("redis-server")
-    if server is None:
+    """A real Redis in cluster mode owning all 16384 slots (one node is a valid cluster). The bus port is
+    chosen too: Redis's default (port + 10000) does not exist for a free port above 55535."""
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed: no Redis Cluster node to start (make redis installs it)")
-    port, workdir = _free_port(), Path(tmp_path_factory.mktemp("cluster"))
-    options = f"--port {port} --bind 127.0.0.1 --cluster-enabled yes --appendonly no --dir {workdir}"
-    proc = subprocess.Popen(
-        [server, *options.split(), "--cluster-config-file", "nodes.conf", "--save", ""],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port, bus = free_port(), free_port()
+    while bus == port:
+        bus = free_port()
+    cluster = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus))
+    server = RedisProcess(port, tmp_path_factory.mktemp("cluster"), cluster)
+    server.start()
     try:
-        client = redis.Redis(port=port, socket_timeout=2)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        client = redis.Redis(port=server.port, socket_timeout=2)
         client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         for _ in range(100):
             if b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"):
@@ -76,10 +61,9 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         else:
             pytest.fail("the one-node Redis Cluster never reached cluster_state:ok")
         client.close()
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.kill()
 
 
 @pytest.fixture
