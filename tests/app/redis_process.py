@@ -56,6 +56,7 @@ class RedisProcess:
                     return
                 except redis.ConnectionError:
                     if time.monotonic() > deadline:
+                        self.kill()  # a server that never answered is not left running
                         raise
                     time.sleep(0.05)
         finally:
