@@ -7,13 +7,12 @@ copy, or by a `vllm serve --enable-prompt-embeds` server (`generate_url`, app.ba
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import importlib.metadata
-import inspect
 import logging
+import os
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ from app.backends.prompt_embeds import check_last_marker, validate_prompt_embeds
 from app.backends.vllm_client import CompletionClient
 from app.bundle import ServingBundle
 from app.errors import BackendError, StartupError
+from app.settings import VLLM_SERVED_MODEL_NAME
 from models.allmrec_genre import GenreEncoder
 from models.llmsrec import LLMSRecEncoder
 from models.prompts import USER_OUT
@@ -72,18 +72,22 @@ def installed_vllm_version() -> str:
         ) from err
 
 
-def _field_names(cls: Any) -> set[str]:
-    if dataclasses.is_dataclass(cls):
-        return {f.name for f in dataclasses.fields(cls)}
-    return set(getattr(cls, "model_fields", {})) or set(inspect.signature(cls).parameters)
-
-
-def no_normalize_kwargs(field_names: Collection[str]) -> dict[str, bool]:
-    """Switch the embed pooler's normalisation off: `use_activation` in newer vLLM, `normalize` in older."""
-    kwargs = {name: False for name in ("use_activation", "normalize") if name in field_names}
-    if not kwargs:
-        raise StartupError("this vLLM's PoolerConfig has neither use_activation nor normalize")
-    return kwargs
+def check_model_runner(environ: Mapping[str, str]) -> None:
+    """StartupError when the environment selects vLLM's model runner V2: up to 0.23 its add_requests asserts
+    prompt_token_ids, which prompt_embeds requests do not have (vllm/v1/worker/gpu/model_runner.py)."""
+    value = environ.get("VLLM_USE_V2_MODEL_RUNNER")
+    if value is None:
+        return
+    try:
+        enabled = int(value) != 0  # vLLM reads it as bool(int(value))
+    except ValueError:
+        enabled = True  # vLLM itself would fail on it
+    if enabled:
+        raise StartupError(
+            f"VLLM_USE_V2_MODEL_RUNNER={value!r} selects vLLM's model runner V2, which cannot pool "
+            "prompt_embeds requests in the supported vLLM versions (it asserts on prompt_token_ids); "
+            "unset it or set it to 0"
+        )
 
 
 class PoolingEngine:
@@ -102,11 +106,13 @@ class PoolingEngine:
         hidden: int,
         gpu_memory_utilization: float,
         max_model_len: int | None,
+        enforce_eager: bool = False,
     ) -> PoolingEngine:
+        """enforce_eager skips torch.compile and CUDA-graph capture: a faster, smaller start (tests)."""
         import vllm  # here only: importing the app must never touch CUDA
         from vllm.config import PoolerConfig
 
-        pooler = PoolerConfig(pooling_type="LAST", **no_normalize_kwargs(_field_names(PoolerConfig)))
+        pooler = PoolerConfig(pooling_type="LAST", use_activation=False)
         try:
             llm = vllm.LLM(
                 model=location,
@@ -117,6 +123,7 @@ class PoolingEngine:
                 dtype=dtype,
                 gpu_memory_utilization=gpu_memory_utilization,
                 max_model_len=max_model_len,
+                enforce_eager=enforce_eager,
                 seed=0,
             )
         except (ValueError, RuntimeError, OSError) as err:
@@ -133,7 +140,17 @@ class PoolingEngine:
         return torch.stack([torch.as_tensor(out.outputs.embedding, dtype=torch.float32) for out in outputs])
 
     def close(self) -> None:
-        self.llm = None
+        """Stop the engine core now (its process and the GPU memory it holds), not whenever GC runs."""
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        else:
+            log.warning("vLLM engine has no llm_engine.engine_core.shutdown(); leaving it to GC")
+        del llm, core, shutdown
         gc.collect()
 
 
@@ -193,8 +210,9 @@ def continuation_scorer(
 
 class VLLMBackend(HealthWatch):
     """LLMREC_LLM_BACKEND=vllm on a CUDA device (vLLM uses the first visible GPU; choose it with
-    CUDA_VISIBLE_DEVICES). LLMREC_VLLM_GPU_MEMORY_UTILIZATION bounds vLLM's share of GPU memory (the rest
-    is left for FAISS and ranking); LLMREC_VLLM_MAX_MODEL_LEN caps the context (None = the model's)."""
+    CUDA_VISIBLE_DEVICES). LLMREC_VLLM_GPU_MEMORY_UTILIZATION is the share of the GPU's total memory the
+    engine reserves at start (vLLM refuses to start with less free, so a generate server on the same GPU
+    counts against it); LLMREC_VLLM_MAX_MODEL_LEN caps the context (None = the model's)."""
 
     name = "vllm"
 
@@ -216,13 +234,15 @@ class VLLMBackend(HealthWatch):
         device: str,
         dtype: str,
         llm_path: str | None,
-        gpu_memory_utilization: float = 0.5,
+        gpu_memory_utilization: float = 0.4,
         max_model_len: int | None = None,
         hf_scoring: bool = True,
         generate_url: str | None = None,
-        generate_model: str | None = None,
+        generate_model: str = VLLM_SERVED_MODEL_NAME,
+        enforce_eager: bool = False,
     ) -> VLLMBackend:
         check_vllm_version(installed_vllm_version())
+        check_model_runner(os.environ)
         if device not in ("cuda", "cuda:0"):
             raise StartupError(
                 f"llm_backend='vllm' needs device cuda (got {device!r}); select the GPU with "
@@ -237,16 +257,14 @@ class VLLMBackend(HealthWatch):
         )
         client = None
         if generate_url:
-            location = bundle.llm_location(llm_path)
-            client = CompletionClient(
-                generate_url, generate_model or location, hidden=hidden, dtype=DTYPES[name]
-            )
+            client = CompletionClient(generate_url, generate_model, hidden=hidden, dtype=DTYPES[name])
         engine = PoolingEngine.start(
             bundle.llm_location(llm_path),
             dtype=name,
             hidden=hidden,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
         )
         backend = cls(encoder, engine, encoder.special[USER_OUT], continuation_scorer(bundle, llm, client))
         try:

@@ -74,6 +74,8 @@ class CompletionClient:
                 return json.loads(response.read())
         except urllib.error.HTTPError as err:
             detail = err.read()[:300].decode("utf-8", "replace")
+            if err.code == 404:  # vLLM's answer to a model name it does not serve
+                detail += f" (sent {self.model!r}; LLMREC_VLLM_GENERATE_MODEL must be a --served-model-name)"
             raise BackendError(f"vLLM server {self.base_url}{path} answered {err.code}: {detail}") from err
         except (urllib.error.URLError, OSError, json.JSONDecodeError) as err:
             raise BackendError(f"vLLM server {self.base_url}{path} unreachable or garbled: {err!r}") from err

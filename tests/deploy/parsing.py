@@ -155,6 +155,47 @@ def read_compose(path: Path = ROOT / "docker-compose.yml") -> dict[str, Any]:
     return dict(yaml.safe_load(path.read_text()))
 
 
+COMPOSE_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?:(:?-)([^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """A compose value with ${NAME}, ${NAME:-default} (unset or empty) and ${NAME-default} (unset) resolved
+    against `env`, as the compose client does with the shell and .env."""
+
+    def resolve(match: re.Match[str]) -> str:
+        name, op, default = match.groups()
+        found = env.get(name)
+        if (op == ":-" and not found) or (op == "-" and found is None):
+            return default
+        return found or ""
+
+    return COMPOSE_VARIABLE.sub(resolve, value)
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    """The values after `flag` in a command line, up to the next --option."""
+    if flag not in args:
+        return []
+    values = []
+    for arg in args[args.index(flag) + 1 :]:
+        if arg.startswith("--"):
+            break
+        values.append(arg)
+    return values
+
+
+def served_model_names(serve_args: list[str]) -> list[str]:
+    """The model names `vllm serve MODEL ...` answers to: --served-model-name's values, else MODEL itself
+    (vLLM answers 404 "model does not exist" to any other name in a request)."""
+    return flag_values(serve_args, "--served-model-name") or serve_args[:1]
+
+
+def gpu_device_ids(service: dict[str, Any], env: dict[str, str]) -> list[str]:
+    """The GPUs a compose service reserves (deploy.resources.reservations.devices[].device_ids), resolved."""
+    devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    return [interpolate(str(i), env) for d in devices for i in d.get("device_ids", [])]
+
+
 def read_k8s(folder: Path = ROOT / "deploy" / "k8s") -> dict[str, list[dict[str, Any]]]:
     """file name → its YAML documents (empty documents dropped)."""
     return {

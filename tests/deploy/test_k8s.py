@@ -8,13 +8,16 @@ from typing import Any
 
 import pytest
 
+from app.settings import VLLM_SERVED_MODEL_NAME
 from tests.deploy.parsing import (
     ROOT,
     app_route_paths,
+    flag_values,
     read_compose,
     read_dockerfile,
     read_env_example,
     read_k8s,
+    served_model_names,
 )
 
 K8S = ROOT / "deploy" / "k8s"
@@ -144,6 +147,15 @@ def test_vllm_takes_prompt_embeddings_on_a_gpu_behind_a_network_policy(objects) 
     (allowed,) = policy["spec"]["ingress"][0]["from"]
     api_labels = objects[("Deployment", "llmrec-api")]["spec"]["template"]["metadata"]["labels"]
     assert allowed["podSelector"]["matchLabels"].items() <= api_labels.items()
+
+
+def test_vllm_serves_the_name_the_api_sends_from_a_gpu_of_its_own(objects) -> None:
+    args = [str(a) for a in container(objects[("Deployment", "vllm")], "vllm")["args"]]
+    config = objects[("ConfigMap", "llmrec-config")]["data"]
+    sent = config.get("LLMREC_VLLM_GENERATE_MODEL", VLLM_SERVED_MODEL_NAME)
+    assert served_model_names(args) == [sent]  # vLLM answers 404 to any other model name
+    # the device plugin hands the pod a whole GPU, so its share only has to leave vLLM's own headroom
+    assert float(flag_values(args, "--gpu-memory-utilization")[0]) <= 0.9
 
 
 def test_build_job_uses_the_train_image_and_writes_the_bundle_claim(objects) -> None:

@@ -1,13 +1,17 @@
-"""The vLLM backend on CPU: version gate, pooler switches, refusals at start-up, and the embedding path it
-feeds vLLM, checked against the HF backend by LAST pooling over the very same per-prompt embeddings with
-transformers (the stand-in replaces only vLLM's `LLM.embed`; the GPU parity test uses vLLM itself)."""
+"""The vLLM backend on CPU: version gate, the engine arguments and shutdown (against a stand-in `vllm`
+module), refusals at start-up, and the embedding path it feeds vLLM, checked against the HF backend by LAST
+pooling over the very same per-prompt embeddings with transformers (the stand-in replaces only vLLM's
+`LLM.embed`; the GPU parity test uses vLLM itself)."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
+import sys
 import tomllib
-from collections.abc import Sequence
+import types
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +21,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from app.backends import vllm as vllm_backend
 from app.backends.base import LLMBackend, create_backend, resolve_llm_dtype
 from app.backends.hf import HFBackend
 from app.backends.prompt_embeds import PromptEmbedsError
@@ -24,9 +29,8 @@ from app.backends.vllm import (
     SUPPORTED_VLLM,
     PoolingEngine,
     VLLMBackend,
-    _field_names,
+    check_model_runner,
     check_vllm_version,
-    no_normalize_kwargs,
     prompt_encoder,
 )
 from app.bundle import ServingBundle, load_bundle, verify
@@ -52,25 +56,92 @@ def test_unsupported_versions_stop_startup_naming_the_supported_range(version: s
     assert f"vllm>={first},<{below}" in str(err.value) and "LLMREC_LLM_BACKEND=hf" in str(err.value)
 
 
-def test_pooler_normalisation_switch_follows_the_installed_api() -> None:
-    @dataclasses.dataclass
-    class Old:
-        pooling_type: str | None = None
-        normalize: bool | None = None
+@dataclasses.dataclass
+class FakePoolerConfig:
+    """The PoolerConfig fields of vLLM 0.17-0.23 this backend sets (any other keyword is a TypeError)."""
 
-    @dataclasses.dataclass
-    class New:
-        pooling_type: str | None = None
-        use_activation: bool | None = None
+    pooling_type: str | None = None
+    use_activation: bool | None = None
 
-    assert no_normalize_kwargs(_field_names(Old)) == {"normalize": False}
-    assert no_normalize_kwargs(_field_names(New)) == {"use_activation": False}
-    assert no_normalize_kwargs({"normalize", "use_activation"}) == {
-        "use_activation": False,
-        "normalize": False,
-    }
-    with pytest.raises(StartupError, match="neither use_activation nor normalize"):
-        no_normalize_kwargs({"pooling_type"})
+
+class FakeEngineCore:
+    def __init__(self) -> None:
+        self.shutdowns = 0
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+class FakeLLM:
+    """vllm.LLM as far as PoolingEngine uses it: records its engine arguments, refuses to start like vLLM
+    (v1/worker/utils.py request_memory) when asked for more than `free` of the GPU, has an engine core."""
+
+    free = 1.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        if kwargs["gpu_memory_utilization"] > self.free:
+            raise ValueError(
+                f"Free memory on device cuda:0 ({self.free * 80:.2f}/80.0 GiB) on startup is less than "
+                f"desired GPU memory utilization ({kwargs['gpu_memory_utilization']}, ...)"
+            )
+        self.kwargs = kwargs
+        config = SimpleNamespace(max_model_len=kwargs["max_model_len"] or 8192)
+        self.llm_engine = SimpleNamespace(model_config=config, engine_core=FakeEngineCore())
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
+    module, config = types.ModuleType("vllm"), types.ModuleType("vllm.config")
+    module.LLM, module.__version__, module.config = FakeLLM, "0.23.0", config  # type: ignore[attr-defined]
+    config.PoolerConfig = FakePoolerConfig  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.config", config)
+    yield module
+    FakeLLM.free = 1.0
+
+
+def start_engine(**kwargs: Any) -> PoolingEngine:
+    args: dict[str, Any] = {"dtype": "bfloat16", "hidden": 64, "gpu_memory_utilization": 0.4}
+    return PoolingEngine.start("/bundle/llm", **(args | {"max_model_len": 1024} | kwargs))
+
+
+def test_pooling_engine_asks_vllm_for_raw_last_pooling_over_prompt_embeds(fake_vllm: Any) -> None:
+    engine = start_engine()
+    sent = engine.llm.kwargs
+    assert (sent["model"], sent["runner"], sent["convert"]) == ("/bundle/llm", "pooling", "embed")
+    assert sent["enable_prompt_embeds"] is True and sent["gpu_memory_utilization"] == 0.4
+    assert sent["pooler_config"] == FakePoolerConfig(pooling_type="LAST", use_activation=False)
+    assert sent["enforce_eager"] is False  # serving keeps torch.compile and CUDA graphs
+    assert (engine.max_len, engine.dtype, engine.hidden) == (1024, torch.bfloat16, 64)
+    assert start_engine(enforce_eager=True).llm.kwargs["enforce_eager"] is True  # the GPU tests' fast start
+
+
+def test_an_engine_without_enough_free_gpu_memory_is_a_startup_error(fake_vllm: Any) -> None:
+    FakeLLM.free = 0.5  # another engine on the GPU holds the other half
+    with pytest.raises(StartupError, match=r"could not start .*less than desired GPU memory utilization"):
+        start_engine(gpu_memory_utilization=0.85)
+    assert start_engine(gpu_memory_utilization=0.45).llm.kwargs["gpu_memory_utilization"] == 0.45
+
+
+def test_close_shuts_the_engine_core_down_once(fake_vllm: Any) -> None:
+    engine = start_engine()
+    core = engine.llm.llm_engine.engine_core
+    engine.close()
+    engine.close()
+    assert core.shutdowns == 1 and engine.llm is None
+
+
+def test_close_without_an_engine_core_leaves_it_to_gc_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    engine = PoolingEngine(SimpleNamespace(embed=None), 16, torch.float32, 64)
+    with caplog.at_level(logging.WARNING, logger="app.backends.vllm"):
+        engine.close()
+    assert engine.llm is None and "no llm_engine.engine_core.shutdown()" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["1", "2", "true"])
+def test_model_runner_v2_is_refused_with_the_way_out(value: str) -> None:
+    with pytest.raises(StartupError, match=rf"VLLM_USE_V2_MODEL_RUNNER='{value}'.*unset it or set it to 0"):
+        check_model_runner({"VLLM_USE_V2_MODEL_RUNNER": value})
 
 
 def test_auto_dtype_is_bf16_on_cuda_and_the_manifest_dtype_on_cpu() -> None:
@@ -89,6 +160,22 @@ def bundle(tiny_bundle: Path) -> ServingBundle:
 def test_choosing_vllm_without_vllm_installed_is_a_clear_startup_error(bundle: ServingBundle) -> None:
     with pytest.raises(StartupError, match=r"vllm is not installed.*LLMREC_LLM_BACKEND=hf"):
         create_backend("vllm", bundle, device="cuda", dtype="auto", llm_path=None)
+
+
+def test_vllm_start_up_refuses_model_runner_v2_before_loading_anything(
+    bundle: ServingBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vllm_backend, "installed_vllm_version", lambda: "0.23.0")
+    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "1")
+    with pytest.raises(StartupError, match="VLLM_USE_V2_MODEL_RUNNER='1' selects vLLM's model runner V2"):
+        create_backend("vllm", bundle, device="cuda", dtype="auto", llm_path=None)
+    for runner_v1 in ("0", None):  # V1 passes the check and start-up goes on (to the next refusal, here)
+        if runner_v1 is None:
+            monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER")
+        else:
+            monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", runner_v1)
+        with pytest.raises(StartupError, match="needs device cuda"):
+            create_backend("vllm", bundle, device="cpu", dtype="auto", llm_path=None)
 
 
 def test_hf_backend_refuses_options_meant_for_another_backend(bundle: ServingBundle) -> None:
@@ -171,11 +258,13 @@ def test_engine_failure_marks_the_backend_unhealthy(bundle: ServingBundle, hf_ba
         raise RuntimeError("engine died")
 
     backend.engine.llm.embed = explode
+    backend.engine.llm.llm_engine = SimpleNamespace(engine_core=FakeEngineCore())
+    core = backend.engine.llm.llm_engine.engine_core
     with pytest.raises(RuntimeError, match="engine died"):
         backend.encode_users(HISTORIES, STAMPS)
     assert not backend.health()
     backend.close()
-    assert backend.engine.llm is None and not backend.health()
+    assert backend.engine.llm is None and not backend.health() and core.shutdowns == 1
 
 
 def test_the_gpu_extra_installs_exactly_the_supported_range() -> None:

@@ -1,6 +1,7 @@
 """The generation client against a local HTTP server that checks requests the way `vllm serve
---enable-prompt-embeds` reads them (JSON body, base64 torch.save tensors, loaded with weights_only) and
-answers in the completions format. It tests our client's wire format, not vLLM's model."""
+--enable-prompt-embeds` reads them (the model name against its served names, JSON body, base64 torch.save
+tensors, loaded with weights_only) and answers in the completions format; once started with the very flags
+docker-compose.yml gives the vllm service. It tests our client's wire format, not vLLM's model."""
 
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ import torch
 from app.backends.prompt_embeds import PromptEmbedsError
 from app.backends.vllm_client import CompletionClient
 from app.errors import BackendError
+from app.settings import VLLM_SERVED_MODEL_NAME, Settings
+from tests.deploy.parsing import ROOT, interpolate, read_compose, served_model_names
 
 H = 16
 
 
 class StubVLLM(BaseHTTPRequestHandler):
-    """Records each request; answers one choice per prompt (in reverse index order) describing what it
+    """Records each request; answers 404 to a model name it does not serve (as vLLM's _check_model: an empty
+    name means the default model), else one choice per prompt (in reverse index order) describing what it
     decoded, or the status/body set on the server."""
 
     def do_POST(self) -> None:
@@ -32,6 +36,9 @@ class StubVLLM(BaseHTTPRequestHandler):
         self.server.requests.append((self.path, dict(self.headers), body))  # type: ignore[attr-defined]
         if self.server.fail is not None:  # type: ignore[attr-defined]
             return self._send(*self.server.fail)  # type: ignore[attr-defined]
+        if body.get("model") and body["model"] not in self.server.served:  # type: ignore[attr-defined]
+            message = f"The model `{body['model']}` does not exist."
+            return self._send(404, {"error": {"message": message, "type": "NotFoundError", "code": 404}})
         if self.path != "/v1/completions" or "prompt" in body:
             return self._send(400, {"error": {"message": f"unexpected {self.path} {sorted(body)}"}})
         choices = []
@@ -61,7 +68,7 @@ class StubVLLM(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[ThreadingHTTPServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), StubVLLM)
-    httpd.requests, httpd.fail = [], None  # type: ignore[attr-defined]
+    httpd.requests, httpd.fail, httpd.served = [], None, ["smollm2"]  # type: ignore[attr-defined]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -122,3 +129,34 @@ def test_unreachable_server_is_a_backend_error_and_unhealthy(server: ThreadingHT
     assert not down.health()
     with pytest.raises(BackendError, match="unreachable"):
         down.complete(embeds(2))
+
+
+def compose_vllm_args(env: dict[str, str]) -> list[str]:
+    """`vllm serve` arguments of docker-compose.yml's vllm service, resolved with `env` as shell and .env."""
+    return [interpolate(str(arg), env) for arg in read_compose()["services"]["vllm"]["command"]]
+
+
+@pytest.mark.parametrize("env", [{}, {"LLMREC_VLLM_GENERATE_MODEL": "movie-llm"}], ids=["default", "renamed"])
+def test_the_api_reaches_the_vllm_service_as_compose_starts_it(
+    server: ThreadingHTTPServer, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.served = served_model_names(compose_vllm_args(env))  # type: ignore[attr-defined]
+    monkeypatch.delenv("LLMREC_VLLM_GENERATE_MODEL", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    model = Settings(bundle=ROOT).vllm_generate_model  # what app.main hands the vllm backend's client
+    host, port = server.server_address[:2]
+    client = CompletionClient(f"http://{host}:{port}", model, hidden=H, dtype=torch.bfloat16)
+    assert client.complete(embeds(3)) == ["(3, 16) torch.bfloat16 72.000"]
+    sent = server.requests[-1][2]["model"]  # type: ignore[attr-defined]
+    assert sent == env.get("LLMREC_VLLM_GENERATE_MODEL", VLLM_SERVED_MODEL_NAME)
+
+
+def test_a_model_name_the_server_does_not_serve_is_a_404_naming_the_setting(
+    server: ThreadingHTTPServer,
+) -> None:
+    server.served = served_model_names(compose_vllm_args({}))  # type: ignore[attr-defined]
+    host, port = server.server_address[:2]
+    location = CompletionClient(f"http://{host}:{port}", "/bundle/llm", hidden=H, dtype=torch.bfloat16)
+    with pytest.raises(BackendError, match=r"answered 404: .*does not exist.*LLMREC_VLLM_GENERATE_MODEL"):
+        location.complete(embeds(2))  # the bundle's LLM location, what the client used to send
