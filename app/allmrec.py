@@ -19,7 +19,7 @@ from app.backends.base import LLMBackend
 from app.batcher import BatchFn, EncodeJob, MicroBatcher
 from app.cache import Store
 from app.domain import Strategy
-from app.errors import BackendError
+from app.errors import BackendError, LoadShedError
 from app.metrics import Metrics, elapsed_ms
 from models.allmrec_encoder import prompt_order
 
@@ -85,10 +85,7 @@ class ALLMRecReranker:
         t = time.perf_counter()
         cached = await self.store.get_vector(key)
         timing["cache"] = elapsed_ms(t)
-        hit = cached is not None and cached.shape == (len(shown),)
-        self.metrics.cache_lookup(hit)
-        if hit:
-            assert cached is not None
+        if cached is not None and cached.shape == (len(shown),):  # the store counted the lookup
             return Reranked(_best(shown, cached, ids, k), "allmrec", cache_hit=True)
         t = time.perf_counter()
         job = EncodeJob(window, None, tuple(int(c) for c in shown))
@@ -98,6 +95,9 @@ class ALLMRecReranker:
             self.metrics.fallbacks.labels("allmrec_llm_timeout").inc()
             reason = f"A-LLMRec timed out after {c.timeout_s:g} s; SASRec order"
             return Reranked(retrieved[:k], "sasrec", degraded_reason=reason)
+        except LoadShedError as err:
+            self.metrics.fallbacks.labels("allmrec_llm_shed").inc()
+            return Reranked(retrieved[:k], "sasrec", degraded_reason=f"{err}; SASRec order")
         except BackendError as err:
             self.metrics.fallbacks.labels("allmrec_llm_error").inc()
             return Reranked(retrieved[:k], "sasrec", degraded_reason=f"{err}; SASRec order")

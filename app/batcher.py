@@ -1,6 +1,8 @@
 """Micro-batcher: concurrent requests for user vectors that arrive within a short window are run as one
 padded LLM forward in a worker thread, off the event loop, one batch at a time. Identical prompts in flight
-share one slot; a job whose every waiter gave up (timed out) is dropped before it runs."""
+share one slot; a job whose every waiter gave up (timed out) is dropped before it runs. Load shedding: a new
+prompt whose expected wait (the queue ahead of it, costed by recent forward times) exceeds the budget is
+refused at once (LoadShedError), so the caller answers with its fallback instead of queueing to a timeout."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.errors import BackendError
+from app.errors import BackendError, LoadShedError
 
 log = logging.getLogger(__name__)
+COST_SMOOTHING = 0.3  # weight of the newest forward in the running mean of forward times per batch size
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,18 @@ BatchHook = Callable[[int, float], None]  # (batch size, seconds)
 
 class MicroBatcher:
     def __init__(
-        self, fn: BatchFn, window_s: float, max_batch_size: int, on_batch: BatchHook | None = None
+        self,
+        fn: BatchFn,
+        window_s: float,
+        max_batch_size: int,
+        on_batch: BatchHook | None = None,
+        shed_budget_s: float = 0.0,
     ) -> None:
+        """shed_budget_s: refuse a new prompt whose expected wait exceeds it; 0 = never refuse."""
         self.fn, self.window_s, self.max_batch_size, self.on_batch = fn, window_s, max_batch_size, on_batch
+        self.shed_budget_s = shed_budget_s
+        self._cost: dict[int, float] = {}  # batch size → smoothed seconds of one forward
+        self._running: tuple[int, float] | None = None  # (size, perf_counter at start) of the forward
         self._pending: list[_Slot] = []
         self._slots: dict[str, _Slot] = {}
         self._has_work = asyncio.Event()
@@ -64,7 +76,8 @@ class MicroBatcher:
         if self._task is None or self._task.done():
             raise BackendError("the micro-batcher is not running")
         slot = self._slots.get(key)
-        if slot is None:
+        if slot is None:  # joining a slot already queued adds no work, so it is never shed
+            self._shed_if_late()
             loop = asyncio.get_running_loop()
             slot = _Slot(key, job, loop.create_future(), loop.time())
             slot.future.add_done_callback(_consume_exception)
@@ -80,6 +93,41 @@ class MicroBatcher:
             slot.waiters -= 1
             if slot.waiters == 0 and not slot.running and not slot.future.done():
                 self._drop(slot)
+
+    def expected_wait_s(self) -> float | None:
+        """Seconds until a prompt submitted now would have its vector: the rest of the running forward, the
+        full batches queued ahead, then its own batch. None before the first forward (nothing to go by)."""
+        if not self._cost:
+            return None
+        full, own = divmod(len(self._pending), self.max_batch_size)
+        wait = full * self._batch_cost(self.max_batch_size) + self._batch_cost(own + 1)
+        if self._running is not None:
+            size, started = self._running
+            wait += max(self._batch_cost(size) - (time.perf_counter() - started), 0.0)
+        return wait
+
+    def _batch_cost(self, size: int) -> float:
+        """Recent seconds of a forward of `size` prompts: the measured size nearest to it, scaled linearly
+        from a smaller one (exact when a forward costs per prompt, as on a CPU; an over-estimate where
+        batching is cheaper, as on a GPU, until the larger size has been seen)."""
+        near = min(self._cost, key=lambda measured: (abs(measured - size), -measured))
+        return self._cost[near] * max(size / near, 1.0)
+
+    def _shed_if_late(self) -> None:
+        """Raise LoadShedError when the budget is on, the LLM busy and the expected wait over the budget.
+        An idle LLM never sheds: nobody waits, and refusing would only trade the answer for a fallback."""
+        if self.shed_budget_s <= 0 or (not self._pending and self._running is None):
+            return
+        wait = self.expected_wait_s()
+        if wait is not None and wait > self.shed_budget_s:
+            raise LoadShedError(
+                f"LLM queue too long: expected wait {wait:.2f} s exceeds the {self.shed_budget_s:g} s "
+                f"shedding budget ({len(self._pending)} prompts queued)"
+            )
+
+    def _record_cost(self, size: int, seconds: float) -> None:
+        previous = self._cost.get(size)
+        self._cost[size] = seconds if previous is None else previous + COST_SMOOTHING * (seconds - previous)
 
     def _drop(self, slot: _Slot) -> None:
         self._pending.remove(slot)
@@ -105,6 +153,7 @@ class MicroBatcher:
         for slot in batch:
             slot.running = True
         start = time.perf_counter()
+        self._running = (len(batch), start)
         try:
             jobs = [slot.job for slot in batch]
             vectors = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, jobs)
@@ -115,9 +164,11 @@ class MicroBatcher:
             for slot in batch:
                 _settle(slot, error=BackendError(f"LLM backend failed: {type(err).__name__}: {err}"))
         else:
+            self._record_cost(len(batch), time.perf_counter() - start)
             for slot, vector in zip(batch, vectors, strict=True):
                 _settle(slot, value=np.asarray(vector, dtype=np.float32))
         finally:
+            self._running = None
             for slot in batch:
                 self._slots.pop(slot.key, None)
             if self.on_batch is not None:

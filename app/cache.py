@@ -1,6 +1,6 @@
-"""User-vector cache and stored histories: Redis (asyncio, pooled, short timeouts, a circuit breaker) or an
-in-process LRU with the same interface. A vector-cache failure never fails a request: it is logged,
-counted and served as a miss. Knows nothing of models or HTTP."""
+"""The parts of the user-vector cache and stored histories: Redis (asyncio, pooled, short timeouts, a circuit
+breaker) and a bounded in-process LRU; app.tiered_cache composes them. A vector-cache failure never fails a
+request: it is logged, counted and served as a miss. Knows nothing of models or HTTP."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from redis import asyncio as aioredis
@@ -27,6 +27,8 @@ from app.errors import StoreUnavailableError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ErrorHook = Callable[[str], None]  # called with the failed operation's name
+CacheResult = Literal["l1_hit", "l2_hit", "miss"]
+LookupHook = Callable[[CacheResult], None]  # called once per vector lookup
 
 
 def vector_key(
@@ -68,30 +70,56 @@ class Store(Protocol):
     async def get_history(self, user_id: str) -> list[Event]: ...
     async def append_events(self, user_id: str, events: Sequence[Event], cap: int) -> tuple[int, int]: ...
     async def ping(self) -> bool: ...
+    async def check(self) -> str: ...  # 'ok', or 'degraded: ...' naming what is missing and for how long
     async def close(self) -> None: ...
 
 
-class MemoryStore:
-    """In-process LRU for vectors (with TTL) and histories: the embedded default, one replica only."""
+class VectorLRU:
+    """Bounded in-process LRU of float32 vectors with a TTL (the L1 of TieredStore, MemoryStore's vectors).
+    Not thread-safe: only the event loop touches it."""
 
     def __init__(self, max_entries: int, ttl_s: float) -> None:
         self.max_entries, self.ttl_s = max_entries, ttl_s
-        self._vectors: OrderedDict[str, tuple[float, np.ndarray]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, np.ndarray]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> np.ndarray | None:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        self._entries.move_to_end(key)
+        return hit[1].copy()  # callers may write to it; the entry stays as stored
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        self._entries[key] = (time.monotonic() + self.ttl_s, np.asarray(vector, np.float32).copy())
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class MemoryStore:
+    """In-process LRU for vectors (with TTL) and histories: the embedded default, one replica only. Its
+    vector hits count as L1 hits."""
+
+    def __init__(self, max_entries: int, ttl_s: float, on_lookup: LookupHook | None = None) -> None:
+        self.max_entries, self._on_lookup = max_entries, on_lookup
+        self._vectors = VectorLRU(max_entries, ttl_s)
         self._histories: OrderedDict[str, dict[str, Event]] = OrderedDict()
 
     async def get_vector(self, key: str) -> np.ndarray | None:
-        hit = self._vectors.get(key)
-        if hit is None or hit[0] < time.monotonic():
-            self._vectors.pop(key, None)
-            return None
-        self._vectors.move_to_end(key)
-        return hit[1].copy()
+        vector = self._vectors.get(key)
+        if self._on_lookup is not None:
+            self._on_lookup("miss" if vector is None else "l1_hit")
+        return vector
 
     async def set_vector(self, key: str, vector: np.ndarray) -> None:
-        self._vectors[key] = (time.monotonic() + self.ttl_s, np.asarray(vector, np.float32).copy())
-        self._vectors.move_to_end(key)
-        while len(self._vectors) > self.max_entries:
-            self._vectors.popitem(last=False)
+        self._vectors.put(key, vector)
 
     async def get_history(self, user_id: str) -> list[Event]:
         events = self._histories.get(user_id, {})
@@ -116,6 +144,9 @@ class MemoryStore:
     async def ping(self) -> bool:
         return True
 
+    async def check(self) -> str:
+        return "ok"
+
     async def close(self) -> None:
         self._vectors.clear()
         self._histories.clear()
@@ -124,7 +155,9 @@ class MemoryStore:
 class RedisStore:
     """Vectors as float32 bytes with TTL; histories as sorted sets (score = timestamp, member =
     'item:timestamp'), trimmed to the newest `cap` events. cluster=True talks to a Redis Cluster (the URL
-    names any node; the client discovers the rest and follows MOVED/ASK redirects)."""
+    names any node; the client discovers the rest and follows MOVED/ASK redirects).
+    Circuit breaker: after a failure Redis is skipped for retry_after_s; then one call probes it while the
+    others keep skipping (no herd of timeouts on a Redis that hangs). A ping (readiness) probes too."""
 
     def __init__(
         self,
@@ -142,6 +175,8 @@ class RedisStore:
         self.prefix, self.ttl_s, self.history_ttl_s = prefix, ttl_s, history_ttl_s
         self.retry_after_s, self._on_error = retry_after_s, on_error
         self._down_until = 0.0
+        self._down_since: float | None = None  # monotonic time of the first failure of this outage
+        self._probing = False
         client_class: Any = RedisCluster if cluster else aioredis.Redis
         self.client: Any = client_class.from_url(
             url,
@@ -153,18 +188,40 @@ class RedisStore:
             max_connections=max_connections,
         )
 
+    def outage_s(self) -> float | None:
+        """Seconds since the first failed call of the current outage; None while Redis answers."""
+        return None if self._down_since is None else time.monotonic() - self._down_since
+
     async def _call(self, op: str, make: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis call; on failure log, count, open the breaker and raise StoreUnavailableError."""
-        if time.monotonic() < self._down_until:
-            raise StoreUnavailableError(f"Redis is unavailable (retrying after {self.retry_after_s:g} s)")
+        probe = self._down_since is not None  # the first call after a failure probes for the others
+        if time.monotonic() < self._down_until or (probe and self._probing):
+            raise StoreUnavailableError(f"Redis is unavailable (retrying every {self.retry_after_s:g} s)")
+        self._probing = self._probing or probe
         try:
-            return await make()
+            result = await make()
         except (RedisError, OSError) as err:
-            self._down_until = time.monotonic() + self.retry_after_s
+            self._mark_down()
             if self._on_error is not None:
                 self._on_error(op)
             log.warning("redis %s failed: %r", op, err)
             raise StoreUnavailableError(f"Redis is unavailable: {type(err).__name__}") from err
+        finally:
+            if probe:
+                self._probing = False
+        self._mark_up()
+        return result
+
+    def _mark_down(self) -> None:
+        self._down_until = time.monotonic() + self.retry_after_s
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error("Redis is unreachable: skipping it, one probe every %g s", self.retry_after_s)
+
+    def _mark_up(self) -> None:
+        if self._down_since is not None:
+            log.warning("Redis answers again after %.1f s", time.monotonic() - self._down_since)
+        self._down_since, self._down_until = None, 0.0
 
     async def get_vector(self, key: str) -> np.ndarray | None:
         try:
@@ -202,39 +259,21 @@ class RedisStore:
         return int(added), int(length)
 
     async def ping(self) -> bool:
+        """Always asks Redis (the breaker's state aside) and updates the breaker with the answer."""
         try:
-            return bool(await self.client.ping())
+            answered = bool(await self.client.ping())
         except (RedisError, OSError):
-            return False
+            answered = False
+        if answered:
+            self._mark_up()
+        else:
+            self._mark_down()
+        return answered
+
+    async def check(self) -> str:
+        if await self.ping():
+            return "ok"
+        return f"degraded: Redis unreachable for {self.outage_s() or 0.0:.1f} s; stored histories unavailable"
 
     async def close(self) -> None:
         await self.client.aclose()
-
-
-def create_store(
-    redis_url: str | None,
-    prefix: str,
-    *,
-    timeout_s: float,
-    retry_after_s: float,
-    max_connections: int,
-    ttl_s: int,
-    history_ttl_s: int,
-    max_entries: int,
-    cluster: bool = False,
-    on_error: ErrorHook | None = None,
-) -> Store:
-    """RedisStore when a URL is given, else the in-process MemoryStore."""
-    if redis_url is None:
-        return MemoryStore(max_entries, ttl_s)
-    return RedisStore(
-        redis_url,
-        prefix,
-        timeout_s=timeout_s,
-        retry_after_s=retry_after_s,
-        max_connections=max_connections,
-        ttl_s=ttl_s,
-        history_ttl_s=history_ttl_s,
-        cluster=cluster,
-        on_error=on_error,
-    )

@@ -19,7 +19,7 @@ from app.batcher import EncodeJob, MicroBatcher
 from app.bundle import ServingBundle
 from app.cache import Store, vector_key
 from app.domain import Event, HistorySource
-from app.errors import BackendError, InvalidRequestError
+from app.errors import BackendError, InvalidRequestError, LoadShedError
 from app.metrics import Metrics, elapsed_ms
 from app.pipeline import PipelineLimits, RecommendService, resolve_history
 
@@ -89,14 +89,22 @@ def genre_batch_fn(backend: LLMBackend) -> Callable[[Sequence[EncodeJob]], np.nd
 
 
 def build_genre_service(
-    service: RecommendService, window_s: float, max_batch_size: int, stack: AsyncExitStack
+    service: RecommendService,
+    window_s: float,
+    max_batch_size: int,
+    stack: AsyncExitStack,
+    shed_budget_s: float = 0.0,
 ) -> GenreService:
     """The genre service next to the recommend one (same bundle, store, backend, limits); its own
     micro-batcher (closed by `stack`) when the bundle has a genre model and an LLM backend runs."""
     batcher = None
     if service.bundle.genre is not None and service.backend is not None:
         batcher = MicroBatcher(
-            genre_batch_fn(service.backend), window_s, max_batch_size, on_batch=service.metrics.llm_batch
+            genre_batch_fn(service.backend),
+            window_s,
+            max_batch_size,
+            on_batch=service.metrics.llm_batch,
+            shed_budget_s=shed_budget_s,
         )
         batcher.start()
         stack.push_async_callback(batcher.close)
@@ -173,8 +181,7 @@ class GenreService:
         row = await self.store.get_vector(key)
         timing["cache"] = elapsed_ms(t)
         hit = row is not None and row.shape == (len(self.genres) + 1 + EXPLANATION_BYTES,)
-        self.metrics.cache_lookup(hit)
-        if row is None or not hit:
+        if row is None or not hit:  # the store counted the lookup
             row, failure = await self._run_llm(key, window, timing)
             if row is None:
                 return (*self._counts(known), "history_counts", False, failure)
@@ -193,6 +200,9 @@ class GenreService:
         except TimeoutError:
             self.metrics.fallbacks.labels("genre_llm_timeout").inc()
             return None, f"LLM timed out after {self.limits.llm_timeout_s:g} s; genre counts of the history"
+        except LoadShedError as err:
+            self.metrics.fallbacks.labels("genre_llm_shed").inc()
+            return None, f"{err}; genre counts of the history"
         except BackendError as err:
             self.metrics.fallbacks.labels("genre_llm_error").inc()
             return None, f"{err}; genre counts of the history"

@@ -130,3 +130,27 @@ async def test_bad_requests(make_settings, allmrec_bundle) -> None:
         missing = await client.post("/v1/recommend", json={"history": HISTORY, "model": "allmrec"})
     message = assert_envelope(missing, 422, "invalid_request")["message"]
     assert "model 'allmrec' is not in bundle" in message and "llmsrec" in message
+
+
+async def test_a_busy_slow_ranker_sheds_to_sasrec_order(
+    make_settings, allmrec_bundle, allmrec_backend
+) -> None:
+    slow = RankingBackend(allmrec_backend, delay_s=0.5)
+    pair = ([1, 2, 3, 4], [10, 11, 12, 13])
+    settings = make_settings(bundle=allmrec_bundle, llm_shed_budget_s=0.2, batch_window_ms=0)
+    async with serve(settings, backend=slow) as client:
+        primed = (await client.post("/v1/recommend", json={"history": HISTORY, "model": "allmrec"})).json()
+        responses = await asyncio.gather(
+            *(client.post("/v1/recommend", json={"history": h, "model": "allmrec"}) for h in pair)
+        )
+        sasrec = [
+            (await client.post("/v1/recommend", json={"history": h, "model": "sasrec"})).json() for h in pair
+        ]
+        metrics = (await client.get("/metrics")).text
+    bodies = [r.json() for r in responses]
+    shed = [n for n, b in enumerate(bodies) if b["degraded"]]
+    assert primed["model"] == "allmrec" and len(shed) == 1 and len(slow.rank_batches) == 2
+    body = bodies[shed[0]]
+    assert body["model"] == "sasrec" and body["items"] == sasrec[shed[0]]["items"]
+    assert "LLM queue too long" in body["degraded_reason"] and "SASRec order" in body["degraded_reason"]
+    assert metric_value(metrics, "llmrec_fallbacks_total", 'reason="allmrec_llm_shed"') == 1.0

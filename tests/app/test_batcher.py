@@ -1,17 +1,19 @@
 """Micro-batching: concurrent cache misses become fewer, larger forwards (recorded in /metrics) whose
-results equal unbatched ones; identical prompts share a slot; timed-out jobs never reach the backend."""
+results equal unbatched ones; identical prompts share a slot; timed-out jobs never reach the backend; past the
+shedding budget, new prompts are refused at once (a slow backend) and not otherwise (a fast one)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from app.batcher import EncodeJob, MicroBatcher
-from app.errors import BackendError
+from app.errors import BackendError, LoadShedError
 from tests.app.conftest import CountingBackend, metric_value, serve
 
 pytestmark = pytest.mark.anyio
@@ -115,3 +117,78 @@ async def test_a_failing_batch_fails_every_waiter_with_backend_error() -> None:
     assert all(isinstance(r, BackendError) and "ValueError: bad batch" in str(r) for r in results)
     with pytest.raises(BackendError, match="not running"):
         await batcher.submit("late", EncodeJob((1,), None))
+
+
+class TimedFn:
+    """A blocking batch function whose forward costs `per_prompt_s` per prompt, like an LLM on a CPU."""
+
+    def __init__(self, per_prompt_s: float) -> None:
+        self.per_prompt_s = per_prompt_s
+        self.batches: list[list[tuple[int, ...]]] = []
+
+    def __call__(self, jobs: Sequence[EncodeJob]) -> np.ndarray:
+        time.sleep(self.per_prompt_s * len(jobs))
+        self.batches.append([job.items for job in jobs])
+        return np.array([[float(sum(job.items))] for job in jobs], dtype=np.float32)
+
+
+async def burst(batcher: MicroBatcher, n: int) -> list[np.ndarray | BaseException]:
+    """n distinct prompts submitted together (each submit runs before the batcher's loop wakes)."""
+    return await asyncio.gather(
+        *(batcher.submit(f"burst{i}", EncodeJob((i,), None)) for i in range(n)), return_exceptions=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("per_prompt_s", "budget", "admitted"),
+    [
+        (0.1, "2.5c", 2),  # slow: expected waits c, 2c | 3c ... > 2.5c → the 3rd to 6th are shed
+        (0.001, "0.25", 6),  # fast: the whole burst fits a 0.25 s budget
+        (0.1, "0", 6),  # slow, shedding off: everyone queues
+    ],
+)
+async def test_shedding_refuses_what_a_slow_backend_cannot_answer_in_budget(
+    per_prompt_s: float, budget: str, admitted: int
+) -> None:
+    """The decision uses the *measured* forward cost c, so the slow case's budget is set in units of c:
+    on a loaded machine a 0.1 s sleep may take 0.15 s, and the test must not depend on that."""
+    fn = TimedFn(per_prompt_s)
+    batcher = MicroBatcher(fn, window_s=0.01, max_batch_size=4, shed_budget_s=0.0)
+    batcher.start()
+    try:
+        assert batcher.expected_wait_s() is None  # nothing measured yet: nothing is shed
+        await batcher.submit("prime", EncodeJob((100,), None))  # one forward of 1 prompt measured
+        cost = batcher.expected_wait_s() or 0.0
+        assert (
+            per_prompt_s <= cost < per_prompt_s + 0.5
+        )  # that forward (sleep, plus scheduling on a busy CPU)
+        units = budget.endswith("c")
+        batcher.shed_budget_s = float(budget.removesuffix("c")) * (cost if units else 1.0)
+        start = time.perf_counter()
+        results = await burst(batcher, 6)
+    finally:
+        await batcher.close()
+    shed = [r for r in results if isinstance(r, LoadShedError)]
+    assert len(results) - len(shed) == admitted and all(isinstance(r, np.ndarray) for r in results[:admitted])
+    assert all("LLM queue too long: expected wait" in str(r) for r in shed)
+    assert sorted(i for b in fn.batches[1:] for (i,) in b) == list(range(admitted))  # shed never ran
+    if shed:
+        assert time.perf_counter() - start < 1.0  # admitted ones answered in ~0.2 s; nobody queued to 0.6 s
+
+
+async def test_an_idle_llm_never_sheds_and_a_joiner_is_never_shed() -> None:
+    fn = TimedFn(0.2)
+    batcher = MicroBatcher(fn, window_s=0.0, max_batch_size=4, shed_budget_s=0.05)
+    batcher.start()
+    try:
+        await batcher.submit("prime", EncodeJob((1,), None))  # one forward: 0.2 s > budget
+        alone = await batcher.submit("alone", EncodeJob((2,), None))  # idle LLM: admitted all the same
+        first = asyncio.create_task(batcher.submit("same", EncodeJob((3,), None)))
+        await asyncio.sleep(0.05)  # "same" is running now: a new prompt would wait ~0.15 + 0.2 s ...
+        with pytest.raises(LoadShedError):
+            await batcher.submit("other", EncodeJob((4,), None))
+        joined = await batcher.submit("same", EncodeJob((3,), None))  # ... but a joiner shares the slot
+        assert float(alone[0]) == 2.0 and float(joined[0]) == float((await first)[0]) == 3.0
+    finally:
+        await batcher.close()
+    assert fn.batches == [[(1,)], [(2,)], [(3,)]]

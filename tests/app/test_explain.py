@@ -4,6 +4,7 @@ model), unknown items, empty history, stored history, bad input, API keys."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,24 @@ async def test_api_key_is_required_when_set(make_settings) -> None:
         assert_envelope(missing, 401, "unauthorized")
         ok = await client.post("/v1/explain/genre", json={"history": [1]}, headers={"X-API-Key": KEY})
     assert ok.status_code == 200 and ok.json()["genres"]
+
+
+async def test_a_busy_slow_genre_llm_sheds_to_genre_counts(
+    make_settings, genre_bundle, genre_backend
+) -> None:
+    slow = GenreBackend(genre_backend, delay_s=0.5)
+    pair = (HISTORY[:-1], HISTORY[1:])  # new prompts, each with one clear favourite genre
+    settings = make_settings(bundle=genre_bundle, llm_shed_budget_s=0.2, batch_window_ms=0)
+    async with serve(settings, backend=slow) as client:
+        primed = (await client.post("/v1/explain/genre", json={"history": HISTORY})).json()
+        responses = await asyncio.gather(
+            *(client.post("/v1/explain/genre", json={"history": h, "top_n": 4}) for h in pair)
+        )
+        metrics = (await client.get("/metrics")).text
+    bodies = [r.json() for r in responses]
+    shed = [n for n, b in enumerate(bodies) if b["degraded"]]
+    assert primed["source"] == "allmrec" and len(shed) == 1 and slow.genre_calls == 2
+    body = bodies[shed[0]]
+    assert body["source"] == "history_counts" and "LLM queue too long" in body["degraded_reason"]
+    assert body["genres"][0]["name"] == counts_ranking(pair[shed[0]])[0][0]
+    assert metric_value(metrics, "llmrec_fallbacks_total", 'reason="genre_llm_shed"') == 1.0

@@ -1,8 +1,14 @@
 """Degradation: an LLM backend that times out or fails gives SASRec rankings of the same history with
-degraded=true (never an error); the fallback is counted and is not cached as an LLM-SRec vector."""
+degraded=true (never an error); the fallback is counted and is not cached as an LLM-SRec vector. A busy,
+slow LLM sheds new work to SASRec at once instead of queueing it."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 import pytest
 
 from tests.app.conftest import CountingBackend, metric_value, serve
@@ -59,3 +65,45 @@ async def test_a_recovered_backend_serves_llmsrec_again(make_settings, hf_backen
         ready = await client.get("/readyz")
     assert first["degraded"] and not second["degraded"] and second["model"] == "llmsrec"
     assert ready.status_code == 200 and ready.json()["checks"]["llm"] == "ok"
+
+
+class ConstantEncoder:
+    """A stand-in LLM whose forward costs nothing: every history gets the same (real) user vector."""
+
+    def __init__(self, vector: np.ndarray) -> None:
+        self.vector = vector
+
+    def encode_users(self, histories: Sequence[Sequence[int]], timestamps: Sequence[Any]) -> np.ndarray:
+        return np.tile(self.vector, (len(histories), 1))
+
+
+@pytest.mark.parametrize("delay_s", [0.5, 0.0])
+async def test_a_busy_slow_llm_is_shed_to_sasrec_at_once(make_settings, hf_backend, delay_s: float) -> None:
+    """Slow (0.5 s a forward, budget 0.3 s): with one forward running or queued, a new history's expected
+    wait is past the budget, so SASRec answers it at once. Fast: the same traffic all reaches the LLM."""
+    fake = CountingBackend(ConstantEncoder(hf_backend.encode_users([HISTORY], [None])[0]), delay_s=delay_s)
+    pair = ([4, 5, 6], [7, 8, 9])
+    settings = make_settings(llm_shed_budget_s=0.3, llm_timeout_s=5.0, batch_window_ms=0)
+    async with serve(settings, backend=fake) as client:
+        primed = (await client.post("/v1/recommend", json={"history": [1, 2, 3]})).json()  # one forward timed
+        responses = await asyncio.gather(
+            *(client.post("/v1/recommend", json={"history": h, "k": 5}) for h in pair)
+        )
+        sasrec = [
+            (await client.post("/v1/recommend", json={"history": h, "k": 5, "model": "sasrec"})).json()
+            for h in pair
+        ]
+        metrics = (await client.get("/metrics")).text
+    bodies = [r.json() for r in responses]
+    assert not primed["degraded"] and all(r.status_code == 200 for r in responses)
+    shed = [n for n, b in enumerate(bodies) if b["degraded"]]
+    if delay_s == 0.0:
+        assert shed == [] and sum(fake.batch_sizes) == 3 and {b["model"] for b in bodies} == {"llmsrec"}
+        assert metric_value(metrics, "llmrec_fallbacks_total", 'reason="llm_shed"') == 0.0
+        return
+    assert len(shed) == 1 and sum(fake.batch_sizes) == 2  # the shed history never reached the LLM
+    body = bodies[shed[0]]
+    assert body["model"] == "sasrec" and ids(body) == ids(sasrec[shed[0]])
+    assert body["degraded_reason"].startswith("LLM queue too long: expected wait ")
+    assert body["timing_ms"]["llm"] < 200  # answered without waiting for the running 0.5 s forward
+    assert metric_value(metrics, "llmrec_fallbacks_total", 'reason="llm_shed"') == 1.0
