@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: build a small ml-100k bundle if none exists (later runs reuse it), then serve it on
-# localhost:8000. Sized for ~15 min on a 2-core CPU; every size below is an environment variable.
+# localhost:8000. Sized for ~20 min on a 2-core CPU; every size below is an environment variable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLMREC="${LLMREC_BIN:-.venv/bin/llmrec}"
@@ -19,22 +19,27 @@ if [ -z "${LLMREC_DATA_DIR:-}" ]; then
   export LLMREC_DATA_DIR="$d"
 fi
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# every step line carries the clock time and the time since the start (bash's SECONDS), so a slow step shows
+step() {
+  local now; now="$(date +%H:%M:%S)"
+  printf '\n\033[1m== %s +%dm%02ds  %s\033[0m\n' "$now" $((SECONDS / 60)) $((SECONDS % 60)) "$*"
+}
+step "llmrec demo: builds $BUNDLE if it is missing, then serves it (Ctrl-C stops it at any step)"
 
 if [ ! -f "$BUNDLE/manifest.json" ]; then
   [ -f "$DATA/stats.json" ] || { step "prepare ml-100k"; "$LLMREC" data prepare --dataset ml-100k --out "$DATA"; }
   if [ ! -f "$SASREC/model.safetensors" ]; then
-    step "train SASRec (the teacher)"
-    "$LLMREC" train sasrec --data "$DATA" --out "$SASREC" --epochs "${DEMO_SASREC_EPOCHS:-60}" --max-len 50 \
-      --eval-max-users 943
+    step "train SASRec (the teacher) to early stopping on validation"
+    "$LLMREC" train sasrec --data "$DATA" --out "$SASREC" --epochs "${DEMO_SASREC_EPOCHS:-200}" --max-len 50 \
+      --patience "${DEMO_SASREC_PATIENCE:-10}" --eval-max-users 943
   fi
   step "evaluate SASRec on the stored 1+99 candidates"
   "$LLMREC" eval --model sasrec --data "$DATA" --ckpt "$SASREC" --protocol 1+99 --json
   if [ ! -f "$LLMSREC/heads.safetensors" ]; then
-    step "train LLM-SRec on SmolLM2-135M (frozen; only the MLPs train)"
-    "$LLMREC" train llmsrec --data "$DATA" --sasrec "$SASREC" --out "$LLMSREC" --llm smollm2 \
-      --epochs "${DEMO_LLMSREC_EPOCHS:-1}" --max-users "${DEMO_LLMSREC_USERS:-200}" \
-      --eval-max-users "${DEMO_LLMSREC_EVAL_USERS:-100}"
+    step "train LLM-SRec on SmolLM2-135M, llmrec's cached recipe (frozen LLM; only the MLPs train)"
+    "$LLMREC" train llmsrec --data "$DATA" --sasrec "$SASREC" --out "$LLMSREC" --llm smollm2 --dtype float32 \
+      --recipe cached --template short --max-users "${DEMO_LLMSREC_USERS:-0}" \
+      --prefixes-per-user "${DEMO_LLMSREC_PREFIXES:-1}" --eval-max-users "${DEMO_LLMSREC_EVAL_USERS:-943}"
   fi
   if [ ! -f "$STAGE1/stage1.safetensors" ]; then
     step "A-LLMRec stage 1: align SASRec item embeddings with MiniLM text embeddings"
@@ -58,5 +63,5 @@ if [ ! -f "$BUNDLE/manifest.json" ]; then
     --allmrec-genre "$GENRE" --out "$BUNDLE" --include-llm --overwrite
 fi
 "$LLMREC" export verify "$BUNDLE"
-step "serve $BUNDLE"
+step "serve $BUNDLE on http://${LLMREC_HOST:-127.0.0.1}:${LLMREC_PORT:-8000}/ (Ctrl-C stops it)"
 exec "$LLMREC" serve --bundle "$BUNDLE" --host "${LLMREC_HOST:-127.0.0.1}" --port "${LLMREC_PORT:-8000}"

@@ -209,13 +209,21 @@ class LLMSRecEncoder:
         ids = self._token_ids(self.item_prompts(item_ids), ITEM_OUT)
         return self._batch(ids, [int(i) for i in item_ids], ITEM_OUT, self.heads.item_out)
 
+    def user_hidden(self, histories: Sequence[History], timestamps: Sequence[Any] | None = None) -> Tensor:
+        """(B, H) the LLM's last-layer hidden states at [UserOut]: what `pred_user` reads."""
+        return self._read(self.user_batch(histories, timestamps), USER_OUT)
+
+    def item_hidden(self, item_ids: Sequence[int]) -> Tensor:
+        """(N, H) the LLM's last-layer hidden states at [ItemOut]: what `pred_item` reads."""
+        return self._read(self.item_batch(item_ids), ITEM_OUT)
+
     def user_vectors(self, histories: Sequence[History], timestamps: Sequence[Any] | None = None) -> Tensor:
         """(B, user_dim) user vectors."""
-        return self.heads.user_vector(self._read(self.user_batch(histories, timestamps), USER_OUT))
+        return self.heads.user_vector(self.user_hidden(histories, timestamps))
 
     def item_vectors(self, item_ids: Sequence[int]) -> Tensor:
         """(N, user_dim) item vectors."""
-        return self.heads.item_vector(self._read(self.item_batch(item_ids), ITEM_OUT))
+        return self.heads.item_vector(self.item_hidden(item_ids))
 
     def _check_special_tokens(self) -> None:
         """The tokenizer must map the markers to the recorded ids (else the soft rows land elsewhere)."""

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 # Bump when the wording changes: vectors from different template versions are not comparable.
-PROMPT_TEMPLATE_VERSION = "llmsrec-v1"
+PROMPT_TEMPLATE_VERSION = "llmsrec-v1"  # the paper's template
+SHORT_TEMPLATE_VERSION = "llmsrec-short-v1"  # ours: no "Item No.k, Time: date," (~half the tokens per item)
+TEMPLATE_VERSIONS = {"paper": PROMPT_TEMPLATE_VERSION, "short": SHORT_TEMPLATE_VERSION}
 
 HISTORY_EMB = "[HistoryEmb]"
 USER_OUT = "[UserOut]"
@@ -33,6 +35,23 @@ class PromptConfig:
     history_len: int = 10
     max_title_tokens: int = 24
     version: str = PROMPT_TEMPLATE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version not in TEMPLATE_VERSIONS.values():
+            known = ", ".join(sorted(TEMPLATE_VERSIONS.values()))
+            raise ValueError(f"unknown LLM-SRec prompt template version {self.version!r} (known: {known})")
+
+    @property
+    def shows_dates(self) -> bool:
+        """Only the paper's template prints each item's date."""
+        return self.version == PROMPT_TEMPLATE_VERSION
+
+
+def template_version(template: str) -> str:
+    """'paper' | 'short' → the template version recorded in checkpoints and bundles."""
+    if template not in TEMPLATE_VERSIONS:
+        raise ValueError(f"unknown prompt template {template!r} (choose {' or '.join(TEMPLATE_VERSIONS)})")
+    return TEMPLATE_VERSIONS[template]
 
 
 def format_date(timestamp: float) -> str:
@@ -60,15 +79,19 @@ def truncate_titles(titles: Sequence[str], tokenizer: Any, max_tokens: int) -> l
 def user_prompt(titles: Sequence[str], dates: Sequence[str] | None, config: PromptConfig) -> str:
     """The user prompt for the given (already cut) history, oldest first; ends with [UserOut].
 
-    [UserOut] is the last token so a LAST-pooling runner (vLLM) reads the same hidden state.
+    [UserOut] is the last token so a LAST-pooling runner (vLLM) reads the same hidden state. The short
+    template lists the quoted titles only (their order is the sequence) and ignores `dates`.
     """
     if dates is not None and len(dates) != len(titles):
         raise ValueError(f"{len(dates)} dates for {len(titles)} titles")
+    nouns = config.noun + "s"
+    if not config.shows_dates:
+        listed = ", ".join(f'"{title}"{HISTORY_EMB}' for title in titles)
+        return f"This user has {config.verb} these {nouns}, oldest first: {listed}. User token:{USER_OUT}"
     parts = []
     for n, title in enumerate(titles):
         time = f"Time: {dates[n]}, " if dates is not None else ""
         parts.append(f'Item No.{n + 1}, {time}"{title}"{HISTORY_EMB}')
-    nouns = config.noun + "s"
     return (
         f"This user has {config.verb} a series of {nouns} in the following order: "
         + ",".join(parts)

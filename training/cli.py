@@ -253,7 +253,10 @@ def export_verify_command(
 
 def eval_command(
     model: Annotated[
-        str, typer.Option(help="sasrec | llmsrec | llm-only | allmrec | allmrec-gen | popularity")
+        str,
+        typer.Option(
+            help="sasrec | llmsrec | llm-only | hybrid (LLM-SRec ckpt) | allmrec | allmrec-gen | popularity"
+        ),
     ],
     data: Annotated[Path, typer.Option(help="Processed dataset directory.")],
     ckpt: Annotated[Path | None, typer.Option(help="Checkpoint directory (not for popularity).")] = None,

@@ -35,6 +35,8 @@ from models.bundle import (
     sha256_file,
 )
 from models.bundle_verify import verify_bundle
+from models.hybrid import HybridConfig
+from models.model_choice import choose_default_model
 from models.sasrec import SASRec
 from training.allmrec_checkpoint import STAGE1_FILE, STAGE2_FILE, load_stage2
 from training.allmrec_genre_train import load_genre_checkpoint
@@ -127,6 +129,23 @@ def _llmsrec_part(ckpt: Path, data: PreparedData, sasrec: SASRec, include_llm: b
     )
 
 
+def _hybrid_part(ckpt: Path) -> ModelPart | None:
+    """The blend with SASRec an LLM-SRec checkpoint records (config.json `hybrid`), if any: a config only, its
+    tables are LLM-SRec's item_vectors.npy and SASRec's item embeddings, which the bundle already has."""
+    raw = _read_config(ckpt / "config.json").get("hybrid")
+    if raw is None:
+        return None
+    src = f"{ckpt / 'config.json'}: hybrid"
+    try:
+        config = HybridConfig.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{src} is invalid: {err!r}") from err
+    valid = raw.get("valid")
+    if not isinstance(valid, dict):
+        raise CheckpointError(f"{src}.valid must hold the blend's validation metrics, got {valid!r}")
+    return ModelPart("hybrid", config.to_dict(), copies={}, dims={}, training={"valid": valid})
+
+
 def _allmrec_part(
     name: str, ckpt: Path, data: PreparedData, sasrec: SASRec, llm: dict[str, Any] | None
 ) -> ModelPart:
@@ -213,6 +232,7 @@ def _manifest(data: PreparedData, parts: list[ModelPart], files: dict[str, str])
     for part in parts:
         dims |= part.dims
     llm = next((p.llm for p in parts if p.llm is not None), None)
+    training = {p.name: p.training for p in parts}
     return Manifest(
         schema_version=BUNDLE_SCHEMA_VERSION,
         bundle_version=compute_bundle_version(data.name, files),
@@ -223,7 +243,8 @@ def _manifest(data: PreparedData, parts: list[ModelPart], files: dict[str, str])
         files=files,
         configs={p.name: p.config for p in parts},
         llm=llm,
-        training={p.name: p.training for p in parts},
+        training=training,
+        default_model=choose_default_model(training, [p.name for p in parts]).name,
     )
 
 
@@ -274,9 +295,11 @@ def export_bundle(
     data = load_prepared(Path(data_dir))
     sasrec_part, sasrec = _sasrec_part(Path(sasrec_dir), data)
     parts = [sasrec_part]
+    llm = None
     if llmsrec_dir is not None:
         parts.append(_llmsrec_part(Path(llmsrec_dir), data, sasrec, include_llm))
-    llm = parts[-1].llm if llmsrec_dir is not None else None
+        llm = parts[-1].llm
+        parts += [hybrid] if (hybrid := _hybrid_part(Path(llmsrec_dir))) else []
     for name, ckpt in (("allmrec", allmrec_dir), ("allmrec_genre", allmrec_genre_dir)):
         if ckpt is not None:
             parts.append(_allmrec_part(name, Path(ckpt), data, sasrec, llm))
@@ -293,6 +316,8 @@ def export_bundle(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("bundle %s written to %s (models: %s)", manifest.bundle_version, out, ", ".join(manifest.models))
+    choice = choose_default_model(manifest.training, manifest.models)
+    log.info("default model: %s (%s)", choice.name or "none recorded, the service decides", choice.reason)
     return out
 
 

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from models.llmsrec import LLMSRec, LLMSRecConfig, LLMSRecEncoder
-from models.prompts import PROMPT_TEMPLATE_VERSION, PromptConfig
+from models.prompts import PromptConfig
 from training.data.dataset import PreparedData
 from training.errors import CheckpointError
 from training.llm import LLM_ALIASES, LoadedLLM, load_llm
@@ -86,14 +86,17 @@ def checkpoint_config(
     sasrec_dir: Path,
     best_epoch: int | None,
     valid: dict[str, Any],
+    hybrid: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """config.json: everything needed to rebuild the encoder and to write a bundle manifest."""
+    """config.json: everything needed to rebuild the encoder and to write a bundle manifest. `hybrid`:
+    {weight, scale_llmsrec, scale_sasrec, valid} of the blend with SASRec chosen on validation (the export
+    then adds a `hybrid` model part); None leaves the key out."""
     llm = llm_spec | {
-        "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+        "prompt_template_version": prompt.version,
         "max_title_tokens": prompt.max_title_tokens,
         "history_len": prompt.history_len,
     }
-    return {
+    config: dict[str, Any] = {
         "format_version": CHECKPOINT_FORMAT,
         "model": dataclasses.asdict(heads.config),
         "variant": variant,
@@ -107,6 +110,7 @@ def checkpoint_config(
         "valid": valid,
         "files": {"heads": HEADS_FILE, "item_vectors": ITEM_VECTORS_FILE, "item_ids": ITEM_IDS_FILE},
     }
+    return config if hybrid is None else config | {"hybrid": dict(hybrid)}
 
 
 def save_llmsrec(out: Path, heads: LLMSRec, item_table: np.ndarray, config: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from models.llmsrec import LLMSRec, LLMSRecConfig, LLMSRecEncoder, LossWeights
-from models.prompts import PromptConfig
+from models.prompts import PromptConfig, template_version
 from models.sasrec import SASRec
 from training import distributed
 from training.data.dataset import PreparedData, seeded_subset
@@ -29,6 +29,7 @@ from training.evaluation import evaluate
 from training.flags import flag
 from training.item_table import compute_item_table
 from training.llm import LoadedLLM, assert_frozen, load_llm
+from training.llmsrec_cached import train_cached
 from training.llmsrec_scorer import (
     LLMSRecScorer,
     TrainState,
@@ -59,6 +60,14 @@ log = logging.getLogger(__name__)
 class LLMSRecTrainConfig:
     llm: str = flag("smollm2", "LLM: alias (smollm2), local path or HF id.")
     variant: Literal["llmsrec", "llm-only"] = flag("llmsrec", "llm-only = no distillation, no uniformity.")
+    recipe: Literal["cached", "paper"] = flag(
+        "cached",
+        "cached = llmrec's own recipe (not the paper's): input side frozen, the LLM's marker hidden states "
+        "cached once, heads trained on them for many epochs; paper = the paper's end-to-end training.",
+    )
+    template: Literal["paper", "short"] = flag(
+        "paper", "User prompt: the paper's (Item No.k, Time: date, title) or our short one (titles only)."
+    )
     epochs: int = flag(10, "Maximum epochs.")
     batch_size: int = flag(20, "Users per optimisation step.")
     lr: float = flag(1e-4, "Adam learning rate.")
@@ -78,6 +87,23 @@ class LLMSRecTrainConfig:
     device: str = flag("auto", "auto | cpu | cuda[:N].")
     dtype: str = flag(
         "auto", "LLM dtype: auto (bf16 on CUDA if supported, else float32) | float32 | bfloat16."
+    )
+    # --- the cached recipe only ---
+    prefixes_per_user: int = flag(4, "cached: training prefixes per user (last position, then stride).")
+    prefix_stride: int = flag(1, "cached: positions between a user's successive training prefixes.")
+    e2e_steps: int = flag(0, "cached: steps of end-to-end training before the input side is frozen.")
+    head_epochs: int = flag(200, "cached: maximum epochs of head training on the cache.")
+    head_lr: float = flag(1e-3, "cached: Adam learning rate of the heads.")
+    head_batch_size: int = flag(256, "cached: prefixes per head-training step.")
+    head_patience: int = flag(10, "cached: stop after this many epochs without a better valid NDCG@10.")
+    input_dropout: float = flag(0.1, "cached: dropout on the cached hidden states while training.")
+    weight_decay: float = flag(0.0, "cached: Adam weight decay of the heads.")
+    w_score_distill: float = flag(
+        0.0, "cached: weight of KL(SASRec's catalogue softmax || LLM-SRec's) (ours; 0 = the paper's loss)."
+    )
+    cache_batch_size: int = flag(16, "cached: prompts per forward while caching hidden states.")
+    cache_dir: str = flag(
+        "", "cached: hidden-state cache, shared by runs with the same input side (default OUT/cache)."
     )
     resume: bool = flag(False, "Continue from OUT/train_state.pt (optimizer state and epoch).")
     progress: bool = flag(True, "Show progress bars.")
@@ -217,12 +243,22 @@ def new_heads(data: PreparedData, teacher: SASRec, llm: LoadedLLM, seed: int) ->
 
 
 def _check_config(config: LLMSRecTrainConfig) -> None:
-    positive = ("epochs", "batch_size", "n_negatives", "history_len", "max_title_tokens", "item_batch_size")
+    positive = (
+        *("epochs", "batch_size", "n_negatives", "history_len", "max_title_tokens", "item_batch_size"),
+        *("prefixes_per_user", "prefix_stride", "head_epochs", "head_batch_size", "head_patience"),
+        "cache_batch_size",
+    )
     for name in positive:
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.lr <= 0 or min(config.w_retrieval, config.w_distill, config.w_uniformity) < 0:
         raise ConfigError("--lr must be > 0 and the loss weights >= 0")
+    if config.w_score_distill < 0 or (config.w_score_distill and config.variant == "llm-only"):
+        raise ConfigError("--w-score-distill must be >= 0, and 0 for --variant llm-only (it needs SASRec)")
+    if not 0.0 <= config.input_dropout < 1.0 or config.head_lr <= 0 or config.e2e_steps < 0:
+        raise ConfigError("--input-dropout must be in [0, 1), --head-lr > 0 and --e2e-steps >= 0")
+    if config.recipe not in ("cached", "paper") or config.template not in ("paper", "short"):
+        raise ConfigError(f"--recipe {config.recipe!r} or --template {config.template!r} is not known")
     if config.variant not in ("llmsrec", "llm-only"):
         raise ConfigError(f"--variant must be llmsrec or llm-only, got {config.variant!r}")
 
@@ -236,7 +272,9 @@ def _setup(
     llm = load_llm(config.llm, device=str(device), dtype=config.dtype)
     heads = new_heads(data, teacher, llm, config.seed).to(device)
     distributed.broadcast_module(heads)
-    prompt = PromptConfig(data.verb, data.noun, config.history_len, config.max_title_tokens)
+    prompt = PromptConfig(
+        data.verb, data.noun, config.history_len, config.max_title_tokens, template_version(config.template)
+    )
     return llm, teacher, build_encoder(llm, heads, data, prompt)
 
 
@@ -275,6 +313,10 @@ def train_llmsrec(
     out.mkdir(parents=True, exist_ok=True)
     with distributed.session(config.device) as rank:
         llm, teacher, encoder = _setup(data, sasrec_dir, config, torch.device(rank.device))
+        if config.recipe == "cached":
+            if rank.world > 1:
+                raise ConfigError("--recipe cached runs in one process (its head training takes seconds)")
+            return train_cached(data, encoder, teacher, llm.spec, sasrec_dir, config, out)
         heads, weights = encoder.heads, config.loss_weights()
         examples = training_examples(data, config.max_users, config.seed)
         assert_frozen(llm.model)
@@ -287,6 +329,7 @@ def train_llmsrec(
             "LLM-SRec (%s): %d training users, %d items, %d process(es)",
             *(config.variant, len(examples), data.n_items, rank.world),
         )
+        started = time.perf_counter() - (state.history[-1].get("seconds", 0.0) if state.history else 0.0)
         for epoch in range(state.epoch, config.epochs):
             if state.bad_epochs >= config.patience:
                 break
@@ -303,7 +346,8 @@ def train_llmsrec(
                 epoch + 1,
                 valid,
             )
-            record = {"epoch": epoch + 1, "train": parts, "valid": valid, "speed": speed}
+            seconds = time.perf_counter() - started  # training + validation so far, resumed runs included
+            record = {"epoch": epoch + 1, "train": parts, "valid": valid, "speed": speed, "seconds": seconds}
             _end_epoch(out, state, record, lambda: save_llmsrec(out, heads, table, ckpt))  # noqa: B023
             distributed.on_main(lambda: save_state(out, heads, optimizer, state, sig))
             log.info("epoch %d: loss %.4f, valid hr@10 %.4f", epoch + 1, parts["loss"], valid["hr@10"])

@@ -10,7 +10,7 @@ from training.data.dataset import PreparedData
 from training.errors import ConfigError
 from training.evaluation import Scorer
 
-MODEL_NAMES = ("sasrec", "llmsrec", "llm-only", "allmrec", "allmrec-gen", "popularity")
+MODEL_NAMES = ("sasrec", "llmsrec", "llm-only", "hybrid", "allmrec", "allmrec-gen", "popularity")
 
 
 def resolve_device(device: str) -> str:
@@ -42,6 +42,10 @@ def load_scorer(model: str, ckpt: Path | None, data: PreparedData, device: str =
 
         mode = "generate" if model == "allmrec-gen" else "likelihood"
         return load_allmrec_scorer(ckpt, data, device=dev, mode=mode)
+    if model == "hybrid":  # --ckpt: an LLM-SRec checkpoint that records its blend with its SASRec
+        from training.hybrid import load_hybrid_scorer
+
+        return load_hybrid_scorer(ckpt, data, device=dev)
     from training.llmsrec_train import load_llmsrec_scorer
 
     return load_llmsrec_scorer(ckpt, data, device=dev, expect_variant=model)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from models.prompts import PromptConfig
+from models.prompts import PROMPT_TEMPLATE_VERSION, PromptConfig
 from models.sasrec import SASRec, SASRecConfig
 from tests.models.tiny_llm import tiny_tokenizer
 from training.data.dataset import load_prepared
@@ -115,14 +115,14 @@ def write_llm(out: Path, hidden: int = 32) -> Path:
     return out
 
 
-def build_tiny_bundle(work: Path) -> Path:
+def build_tiny_bundle(work: Path, template_version: str = PROMPT_TEMPLATE_VERSION) -> Path:
     """Write every input under `work` and export the bundle to work/bundle; returns the bundle path."""
     data_dir = write_dataset(work / "data")
     teacher = write_sasrec(work / "sasrec")
     llm = load_llm(str(write_llm(work / "llm")), device="cpu", dtype="float32")
     data = load_prepared(data_dir)
     heads = new_heads(data, teacher, llm, seed=0).eval()
-    prompt = PromptConfig(data.verb, data.noun, history_len=HISTORY_LEN, max_title_tokens=24)
+    prompt = PromptConfig(data.verb, data.noun, HISTORY_LEN, max_title_tokens=24, version=template_version)
     table = compute_item_table(build_encoder(llm, heads, data, prompt), data.n_items, progress=False)
     config = checkpoint_config(
         "tiny", llm.spec, heads, prompt, "llmsrec", {"epochs": 0}, work / "sasrec", 1, {}

@@ -231,3 +231,73 @@ def test_llmsrec_needs_its_llm_record(bundle: Path) -> None:
     problems = verify_bundle(bundle)
     assert "llm.special_tokens is missing" in problems
     assert "llm.path is 'llm' but llm/config.json is not listed in manifest files" in problems
+
+
+BLEND = {"weight": 0.2, "scale_llmsrec": 1.5, "scale_sasrec": 0.5}
+
+
+def add_hybrid(root: Path, config: dict[str, object], **manifest: object) -> None:
+    """The hybrid part as the export writes it: its config only (the tables are LLM-SRec's and SASRec's)."""
+    _write_json(root / "hybrid/config.json", config)
+    raw = json.loads((root / "manifest.json").read_text())
+    edit_manifest(root, models=[*raw["models"], "hybrid"], hybrid=config, **manifest)
+    rehash(root)
+
+
+def test_a_hybrid_part_and_its_default_model_verify(bundle: Path) -> None:
+    add_hybrid(bundle, BLEND, default_model="hybrid")
+    assert verify_bundle(bundle) == []
+    manifest = load_verified_manifest(bundle)
+    assert manifest.models == ("sasrec", "llmsrec", "hybrid") and manifest.configs["hybrid"] == BLEND
+    assert manifest.default_model == "hybrid"
+    assert manifest.to_dict() == json.loads((bundle / "manifest.json").read_text())
+
+
+def test_a_hybrid_needs_llmsrec_and_its_files(bundle: Path) -> None:
+    add_hybrid(bundle, BLEND)
+    edit_manifest(bundle, models=["sasrec", "hybrid"])
+    assert verify_bundle(bundle) == ["hybrid needs the llmsrec part (its user and item vectors)"]
+    (bundle / "item_vectors.npy").unlink()
+    raw = json.loads((bundle / "manifest.json").read_text())
+    del raw["files"]["item_vectors.npy"]
+    _write_json(bundle / "manifest.json", raw)
+    problems = verify_bundle(bundle)
+    assert "required file item_vectors.npy is not listed in manifest files" in problems
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        (
+            BLEND | {"weight": 1.5},
+            "hybrid config is invalid: ValueError('hybrid weight must be in [0, 1], got 1.5')",
+        ),
+        (
+            BLEND | {"scale_sasrec": -1.0},
+            "hybrid config is invalid: ValueError('hybrid scales must be > 0, got",
+        ),
+        ({"weight": 0.2, "scale_llmsrec": 1.5}, "hybrid config is invalid: KeyError('scale_sasrec')"),
+        (BLEND | {"bias": 0.1}, "hybrid config has unknown keys ['bias']"),
+    ],
+)
+def test_a_bad_hybrid_config_is_named(bundle: Path, config: dict[str, object], problem: str) -> None:
+    add_hybrid(bundle, config)
+    problems = verify_bundle(bundle)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_hybrid_config_file_must_equal_manifest_section(bundle: Path) -> None:
+    add_hybrid(bundle, BLEND)
+    _write_json(bundle / "hybrid/config.json", BLEND | {"weight": 0.9})
+    rehash(bundle)
+    assert verify_bundle(bundle) == ["hybrid/config.json: differs from the manifest's config section"]
+
+
+@pytest.mark.parametrize("default", ["hybrid", "allmrec_genre", "popularity"])
+def test_default_model_must_be_a_recommender_of_the_bundle(bundle: Path, default: str) -> None:
+    edit_manifest(bundle, default_model=default)  # the bundle has sasrec and llmsrec only
+    assert verify_bundle(bundle) == [
+        f"default_model {default!r} is not a recommending model of this bundle ['sasrec', 'llmsrec']"
+    ]
+    edit_manifest(bundle, default_model="sasrec")
+    assert verify_bundle(bundle) == []

@@ -69,7 +69,7 @@ def sasrec_config(**kw) -> SASRecTrainConfig:
 
 def llmsrec_config(**kw) -> LLMSRecTrainConfig:
     base = {"epochs": 1, "batch_size": 5, "item_batch_size": 16, "device": "cpu", "progress": False}
-    return LLMSRecTrainConfig(**(base | kw))
+    return LLMSRecTrainConfig(**(base | {"recipe": "paper"} | kw))  # DDP covers the end-to-end recipe
 
 
 def train_sasrec_worker(root: Path, out: Path) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from training import export
 from training.errors import CheckpointError, ConfigError
 from training.export import export_bundle, verify_bundle_dir
 from training.llmsrec_scorer import checkpoint_config, save_llmsrec
+from training.sasrec_scorer import load_sasrec
 from training.sasrec_train import save_checkpoint
 
 N_ITEMS, HIDDEN, LLM_H = 20, 8, 16
@@ -83,7 +86,13 @@ def write_sasrec(out: Path, n_items: int = N_ITEMS, hidden: int = HIDDEN, datase
     return model
 
 
-def write_llmsrec(out: Path, teacher: SASRec, llm_path: str = "/nonexistent/tiny-llm") -> None:
+def write_llmsrec(
+    out: Path,
+    teacher: SASRec,
+    llm_path: str = "/nonexistent/tiny-llm",
+    valid: dict[str, Any] | None = None,
+    hybrid: dict[str, Any] | None = None,
+) -> None:
     torch.manual_seed(1)
     heads = LLMSRec(
         LLMSRecConfig(N_ITEMS, d_cf=HIDDEN, llm_hidden=LLM_H, user_dim=4, mlp_hidden=8, cf_hidden=8)
@@ -101,7 +110,9 @@ def write_llmsrec(out: Path, teacher: SASRec, llm_path: str = "/nonexistent/tiny
         "pad_token": "[PAD]",
     }
     prompt = PromptConfig("watched", "movie", history_len=10, max_title_tokens=24)
-    config = checkpoint_config("toy", spec, heads, prompt, "llmsrec", {"epochs": 1}, Path("sasrec"), 1, {})
+    config = checkpoint_config(
+        "toy", spec, heads, prompt, "llmsrec", {"epochs": 1}, Path("sasrec"), 1, valid or {}, hybrid=hybrid
+    )
     save_llmsrec(out, heads, table, config)
 
 
@@ -149,6 +160,77 @@ def test_round_trip(inputs: dict[str, Path], tmp_path: Path) -> None:
         np.add.at(expected, seq[:-2], 1)  # train split only: the last two items are never counted
     np.testing.assert_array_equal(np.load(out / "popularity.npy"), expected)
     assert "llm/config.json" not in manifest.files  # the LLM is referenced, not copied, by default
+    assert manifest.default_model is None  # no model has 1+99 validation metrics here: the service decides
+    assert "default_model" not in json.loads((out / "manifest.json").read_text())
+
+
+def valid_record(ndcg: float) -> dict[str, Any]:
+    return {"ndcg@10": ndcg, "hr@10": 2 * ndcg, "protocol": "1+99", "split": "valid", "n_users": 4}
+
+
+BLEND = {"weight": 0.2, "scale_llmsrec": 1.5, "scale_sasrec": 0.5}
+
+
+def scored_inputs(
+    inputs: dict[str, Path], root: Path, ndcg: Mapping[str, float], hybrid: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """Copies of the inputs whose checkpoints record 1+99 validation NDCG@10 `ndcg` per model, the LLM-SRec
+    one with a hybrid record (default: BLEND with ndcg["hybrid"]), written by checkpoint_config."""
+    sasrec = shutil.copytree(inputs["sasrec"], root / "sasrec")
+    meta = json.loads((sasrec / "config.json").read_text()) | {"valid": valid_record(ndcg["sasrec"])}
+    (sasrec / "config.json").write_text(json.dumps(meta))
+    record = BLEND | {"valid": valid_record(ndcg["hybrid"])} if hybrid is None else hybrid
+    write_llmsrec(root / "llmsrec", load_sasrec(sasrec), valid=valid_record(ndcg["llmsrec"]), hybrid=record)
+    return inputs | {"sasrec": sasrec, "llmsrec": root / "llmsrec"}
+
+
+def test_hybrid_part_and_default_model_follow_the_validation_metrics(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    ndcg = {"sasrec": 0.30, "llmsrec": 0.35, "hybrid": 0.40}
+    out = run_export(scored_inputs(inputs, tmp_path / "in-a", ndcg), tmp_path / "a")
+    manifest = verify_bundle_dir(out)
+    assert manifest.models == ("sasrec", "llmsrec", "hybrid")
+    assert manifest.configs["hybrid"] == BLEND == json.loads((out / "hybrid/config.json").read_text())
+    assert {f for f in manifest.files if f.startswith("hybrid/")} == {"hybrid/config.json"}  # tables: theirs
+    assert {name: manifest.training[name]["valid"] for name in ndcg} == {
+        name: valid_record(value) for name, value in ndcg.items()
+    }
+    assert manifest.default_model == "hybrid"
+    assert json.loads((out / "manifest.json").read_text())["default_model"] == "hybrid"
+    for best, swapped in [
+        ("sasrec", {"sasrec": 0.40, "llmsrec": 0.35, "hybrid": 0.30}),
+        ("llmsrec", {"sasrec": 0.30, "llmsrec": 0.45, "hybrid": 0.40}),
+    ]:
+        bundle = run_export(scored_inputs(inputs, tmp_path / f"in-{best}", swapped), tmp_path / best)
+        assert read_manifest(bundle).default_model == best
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (
+            BLEND | {"weight": 1.5, "valid": {}},
+            r"hybrid is invalid: ValueError\('hybrid weight must be in \[0, 1\]",
+        ),
+        (
+            {"weight": 0.2, "scale_sasrec": 1.0, "valid": {}},
+            r"hybrid is invalid: KeyError\('scale_llmsrec'\)",
+        ),
+        (
+            BLEND | {"scale_sasrec": 0.0, "valid": {}},
+            r"hybrid is invalid: ValueError\('hybrid scales must be > 0",
+        ),
+        (dict(BLEND), r"hybrid\.valid must hold the blend's validation metrics, got None"),
+    ],
+)
+def test_a_malformed_hybrid_record_is_refused(
+    inputs: dict[str, Path], tmp_path: Path, record: dict[str, Any], message: str
+) -> None:
+    bad = scored_inputs(inputs, tmp_path / "in", {"sasrec": 0.3, "llmsrec": 0.3, "hybrid": 0.3}, record)
+    with pytest.raises(CheckpointError, match=message):
+        run_export(bad, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_identical_inputs_give_the_same_bundle_version(inputs: dict[str, Path], tmp_path: Path) -> None:

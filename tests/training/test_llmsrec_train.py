@@ -35,8 +35,8 @@ def _one_thread():
         yield
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> PreparedData:
+def toy_data(root) -> PreparedData:
+    """10 users with 5-8 distinct items of 130, every other one with timestamps."""
     rng = np.random.default_rng(0)
     items = [
         Item(i, str(100 + i), f"Movie number {i} ({1950 + i % 50})", None, ()) for i in range(1, N_ITEMS + 1)
@@ -48,7 +48,7 @@ def data(tmp_path_factory) -> PreparedData:
         8.8e8 + 86400.0 * np.arange(len(s)) if u % 2 == 0 else None for u, s in enumerate(sequences)
     ]
     return PreparedData(
-        root=tmp_path_factory.mktemp("toy"),
+        root=root,
         name="toy",
         verb="watched",
         noun="movie",
@@ -61,22 +61,35 @@ def data(tmp_path_factory) -> PreparedData:
 
 
 @pytest.fixture(scope="module")
-def teacher() -> SASRec:
+def data(tmp_path_factory) -> PreparedData:
+    return toy_data(tmp_path_factory.mktemp("toy"))
+
+
+def toy_teacher() -> SASRec:
     torch.manual_seed(0)
     return SASRec(SASRecConfig(n_items=N_ITEMS, hidden=16, max_len=20)).eval()
 
 
-@pytest.fixture()
-def patched(monkeypatch, teacher):
+@pytest.fixture(scope="module")
+def teacher() -> SASRec:
+    return toy_teacher()
+
+
+def patch_loaders(monkeypatch, teacher) -> None:
     """Real training code, with the tiny LLM and the in-memory teacher in place of the loaders."""
     monkeypatch.setattr(llmsrec_train, "load_sasrec", lambda *a, **k: teacher)
     monkeypatch.setattr(llmsrec_train, "load_llm", lambda *a, **k: tiny_llm(seed=0))
     monkeypatch.setattr(llmsrec_scorer, "load_llm", lambda *a, **k: tiny_llm(seed=0))
 
 
+@pytest.fixture()
+def patched(monkeypatch, teacher):
+    patch_loaders(monkeypatch, teacher)
+
+
 def fast_config(**kw) -> LLMSRecTrainConfig:
     base = {"epochs": 1, "batch_size": 4, "device": "cpu", "progress": False, "item_batch_size": 64}
-    return LLMSRecTrainConfig(**(base | kw))
+    return LLMSRecTrainConfig(**(base | {"recipe": "paper"} | kw))  # the cached recipe: test_llmsrec_cached
 
 
 def test_examples_follow_the_train_split(data) -> None:
