@@ -8,7 +8,7 @@ WORK   ?= work
 LLMREC_DATA_DIR ?= $(firstword $(wildcard $(abspath ../shared/data) /work/shared/data) $(abspath ../shared/data))
 export LLMREC_DATA_DIR
 
-.PHONY: install demo test lint typecheck imports redis compose-client clean help
+.PHONY: install demo test lint typecheck imports redis browser compose-client clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,6 +28,12 @@ install: $(STAMP)  ## create .venv and install everything (CPU)
 redis:  ## start a local Redis on 127.0.0.1:6379 unless one answers
 	bash deploy/ensure-redis.sh
 
+browser:  ## Debian's Chromium for tests/app/test_page.py (Playwright drives it; browser downloads are impossible here)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		command -v apt-get >/dev/null || { echo "no apt-get here: install Chromium by hand (LLMREC_CHROMIUM=path); the page test skips without it unless CI is set"; exit 0; }; \
+		apt-get install -y --no-install-recommends chromium chromium-driver || \
+		{ apt-get update -qq && apt-get install -y --no-install-recommends chromium chromium-driver; }; }
+
 compose-client:  ## optional: install the docker-compose client (Debian) so tests/deploy validate the compose file
 	@command -v apt-get >/dev/null || { echo "no apt-get here: install docker compose by hand"; exit 1; }
 	apt-get install -y --no-install-recommends docker-compose || \
@@ -45,7 +51,7 @@ imports: install
 typecheck: install
 	$(VENV)/bin/mypy app models
 
-test: install redis lint imports typecheck  ## lint, import contracts, types, then the whole CPU test suite
+test: install redis browser lint imports typecheck  ## lint, import contracts, types, then the whole CPU test suite
 	$(VENV)/bin/pytest -q
 
 clean:

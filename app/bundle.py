@@ -1,6 +1,6 @@
 """Open a service bundle: verify it through models.bundle_verify (refusing any problem), then load the
-catalog, popularity, SASRec, the LLM-SRec heads, the item table and A-LLMRec's recommendation and genre
-models (when present).
+catalog, popularity, SASRec, the LLM-SRec heads, the item table, the hybrid's blend weights and A-LLMRec's
+recommendation and genre models (when present).
 Knows nothing of the LLM itself (app.backends)."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from app.errors import StartupError
 from models.allmrec import ALLMRecStage1, ALLMRecStage2, Stage1Config, Stage2Config
 from models.bundle import CATALOG_FILE, ITEM_VECTORS_FILE, LLM_DIR, POPULARITY_FILE, BundleError, Manifest
 from models.bundle_verify import load_verified_manifest
+from models.hybrid import HybridConfig
 from models.llmsrec import LLMSRec, LLMSRecConfig
 from models.prompts import ALLMRecPromptConfig, PromptConfig
 from models.sasrec import SASRec, SASRecConfig
@@ -88,6 +89,7 @@ class ServingBundle:
     prompt: PromptConfig | None
     genre: GenreModel | None = None  # None without an A-LLMRec genre part
     allmrec: ALLMRecModel | None = None  # None without an A-LLMRec recommendation part
+    hybrid: HybridConfig | None = None  # None without a hybrid part (LLM-SRec blended with SASRec)
 
     @property
     def version(self) -> str:
@@ -196,6 +198,7 @@ def load_bundle(bundle_dir: Path, manifest: Manifest, device: str) -> ServingBun
         genre = _load_genre(root, dict(manifest.configs["allmrec_genre"]), device)
     if "allmrec" in manifest.models:
         allmrec = _load_allmrec(root, "allmrec", dict(manifest.configs["allmrec"]), device)
+    hybrid = HybridConfig.from_dict(manifest.configs["hybrid"]) if "hybrid" in manifest.models else None
     log.info("bundle %s: %d items, models %s", manifest.bundle_version, catalog.n_items, manifest.models)
     return ServingBundle(
         root,
@@ -208,4 +211,5 @@ def load_bundle(bundle_dir: Path, manifest: Manifest, device: str) -> ServingBun
         prompt,
         genre,
         allmrec,
+        hybrid,
     )

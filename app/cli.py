@@ -19,7 +19,11 @@ def register_service_commands(cli: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 to expose it)."),
         port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     ) -> None:
-        """Serve /v1/recommend and friends; OpenAPI docs at /docs."""
+        """Serve /v1/recommend and friends; the try-it page at /, OpenAPI docs at /docs."""
+        level = os.environ.get("LLMREC_LOG_LEVEL", "INFO").upper()
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        if level != "DEBUG":  # before faiss is imported: its loader logs each CPU build it could not load
+            logging.getLogger("faiss.loader").setLevel(logging.WARNING)
         import uvicorn
         from pydantic import ValidationError
 
@@ -27,8 +31,6 @@ def register_service_commands(cli: typer.Typer) -> None:
         from app.main import create_app
         from app.settings import Settings
 
-        level = os.environ.get("LLMREC_LOG_LEVEL", "INFO").upper()
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
         try:
             app = create_app(Settings(bundle=bundle))
         except ValidationError as err:
@@ -38,7 +40,7 @@ def register_service_commands(cli: typer.Typer) -> None:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from None
         typer.echo(
-            f"serving on http://{host}:{port} (docs: /docs). Try:\n"
+            f"serving on http://{host}:{port} (a page to try it: /, API docs: /docs; Ctrl-C stops). Try:\n"
             f"  curl -s -X POST http://{host}:{port}/v1/recommend -H 'content-type: application/json' "
             '-d \'{"history": [1, 2, 3], "k": 5}\''
         )

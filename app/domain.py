@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-ModelName = Literal["llmsrec", "allmrec", "sasrec"]
-Strategy = Literal["llmsrec", "allmrec", "sasrec", "popularity"]
+ModelName = Literal["llmsrec", "hybrid", "allmrec", "sasrec"]
+Strategy = Literal["llmsrec", "hybrid", "allmrec", "sasrec", "popularity"]
 HistorySource = Literal["body", "stored", "none"]
 
 
@@ -35,7 +35,7 @@ class RecommendQuery:
     k: int = 10
     exclude_seen: bool = True
     filters: ItemFilters = field(default_factory=ItemFilters)
-    model: ModelName | None = None  # None → the best model the bundle has
+    model: ModelName | None = None  # None → the service's default (app.serving_models)
 
 
 @dataclass(frozen=True)

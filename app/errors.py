@@ -38,6 +38,12 @@ class UnauthorizedError(ServiceError):
     status, type = 401, "unauthorized"
 
 
+class UnsupportedMediaTypeError(ServiceError):
+    """A body sent without `content-type: application/json` (curl -d sends a form by default)."""
+
+    status, type = 415, "unsupported_media_type"
+
+
 class StoreUnavailableError(ServiceError):
     """The history store (Redis) cannot be reached: reads and writes of stored histories fail honestly."""
 
@@ -52,6 +58,10 @@ class NotReadyError(ServiceError):
 
 class BackendError(Exception):
     """The LLM backend failed or timed out; the pipeline falls back to SASRec, clients never see this."""
+
+
+class LoadShedError(BackendError):
+    """The LLM queue is too long to answer within the shedding budget; the caller falls back at once."""
 
 
 class StartupError(Exception):
@@ -90,8 +100,12 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return envelope(exc.status_code, type_, str(exc.detail), getattr(exc, "headers", None))
+    types = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+    type_ = types.get(exc.status_code, "http_error")
+    message = str(exc.detail)
+    if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode (not UTF-8, say)
+        message += ": send a UTF-8 JSON body with content-type: application/json"
+    return envelope(exc.status_code, type_, message, getattr(exc, "headers", None))
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -17,16 +17,19 @@ from app.allmrec import ALLMRecReranker, RerankConfig, rank_batch_fn
 from app.backends.base import LLMBackend, create_backend
 from app.batcher import EncodeJob, MicroBatcher
 from app.bundle import ServingBundle, load_bundle, verify
-from app.cache import Store, create_store
+from app.cache import Store
 from app.errors import install_error_handlers
 from app.genre import build_genre_service
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.openapi import install_openapi
 from app.pipeline import PipelineLimits, RecommendService
 from app.retrieval import CandidateFilter, PopularityRanker, Ranker
-from app.routes import explain, items, ops, recommend, users
+from app.routes import explain, items, ops, page, recommend, users
 from app.settings import Settings
+from app.tiered_cache import create_store
 from models.bundle import Manifest
+from models.hybrid import hybrid_item_table
 
 log = logging.getLogger(__name__)
 __version__ = "0.1.0"
@@ -43,7 +46,11 @@ def create_app(settings: Settings, *, backend: LLMBackend | None = None) -> Fast
         async with AsyncExitStack() as stack:
             app.state.service = await build_service(settings, manifest, metrics, backend, stack)
             app.state.genre_service = build_genre_service(
-                app.state.service, settings.batch_window_ms / 1000.0, settings.max_batch_size, stack
+                app.state.service,
+                settings.batch_window_ms / 1000.0,
+                settings.max_batch_size,
+                stack,
+                settings.llm_shed_budget_s,
             )
             log.info("serving bundle %s", manifest.bundle_version)
             yield
@@ -58,10 +65,14 @@ def create_app(settings: Settings, *, backend: LLMBackend | None = None) -> Fast
     app.state.settings, app.state.metrics, app.state.service = settings, metrics, None
     app.state.genre_service = None
     install_error_handlers(app)
+    routers = [module.router for module in (recommend, users, items, ops, explain, page)]
+    for router in routers:
+        app.include_router(router)
+    # the app's own routes (docs, schema) and ours with their full paths: the metrics' route labels
+    routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # added last: outermost
-    for module in (recommend, users, items, ops, explain):
-        app.include_router(module.router)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=routes)  # added last: outermost
+    install_openapi(app, settings, manifest)
     return app
 
 
@@ -84,8 +95,11 @@ async def build_service(
         ttl_s=settings.cache_ttl_s,
         history_ttl_s=settings.history_ttl_s,
         max_entries=settings.cache_max_entries,
+        l1_max_entries=settings.l1_cache_max_entries,
+        l1_ttl_s=settings.l1_cache_ttl_s,
         cluster=settings.redis_cluster,
         on_error=metrics.store_error,
+        on_lookup=metrics.cache_lookup,
     )
     stack.push_async_callback(store.close)
     if settings.redis_url and not await store.ping():
@@ -116,6 +130,7 @@ async def build_service(
             settings.llm_timeout_s, settings.max_history, settings.max_events, settings.redis_prefix
         ),
         allmrec=allmrec,
+        default_model=settings.default_model,
     )
 
 
@@ -153,7 +168,11 @@ def _batcher(backend: LLMBackend, settings: Settings, metrics: Metrics) -> Micro
         return backend.encode_users([j.items for j in jobs], [j.timestamps for j in jobs])
 
     batcher = MicroBatcher(
-        encode, settings.batch_window_ms / 1000.0, settings.max_batch_size, on_batch=metrics.llm_batch
+        encode,
+        settings.batch_window_ms / 1000.0,
+        settings.max_batch_size,
+        on_batch=metrics.llm_batch,
+        shed_budget_s=settings.llm_shed_budget_s,
     )
     batcher.start()
     return batcher
@@ -175,6 +194,7 @@ def _allmrec_reranker(
         settings.batch_window_ms / 1000.0,
         settings.max_batch_size,
         on_batch=metrics.llm_batch,
+        shed_budget_s=settings.llm_shed_budget_s,
     )
     batcher.start()
     stack.push_async_callback(batcher.close)
@@ -190,10 +210,13 @@ def _allmrec_reranker(
 
 
 def _rankers(bundle: ServingBundle, settings: Settings, device: str) -> dict[str, Ranker]:
-    """One ranker per item table: LLM-SRec item vectors and SASRec item embeddings (the fallback)."""
+    """One ranker per item table: LLM-SRec item vectors, SASRec item embeddings (the fallback) and, for the
+    hybrid, both side by side."""
     tables = {"sasrec": bundle.sasrec.item_embeddings().detach().float().cpu().numpy()}
     if bundle.item_vectors is not None:
         tables["llmsrec"] = bundle.item_vectors
+        if bundle.hybrid is not None:
+            tables["hybrid"] = hybrid_item_table(bundle.item_vectors, tables["sasrec"])
     return {
         name: Ranker(table, device, settings.index_exact_max_items, settings.retrieval_top_n)
         for name, table in tables.items()

@@ -1,5 +1,6 @@
 """Prometheus metrics of one app instance (its own registry, so several apps can live in one process):
-requests and latency per route, cache hit ratio, store errors, LLM batch sizes and time, fallbacks."""
+requests and latency per route, cache lookups by level (L1 in process, L2 Redis) and hit ratio, store errors,
+LLM batch sizes and time, fallbacks (load shedding included: reason *llm_shed)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class Metrics:
         )
         self.cache = Counter(
             "llmrec_cache_lookups_total",
-            "User-vector cache lookups by result (hit, miss).",
+            "Cache lookups (user vectors, candidate scores, genre answers) by result: l1_hit (in-process "
+            "LRU), l2_hit (Redis), miss.",
             ["result"],
             registry=r,
         )
@@ -77,10 +79,11 @@ class Metrics:
     def _hit_ratio(self) -> float:
         return self._hits / self._lookups if self._lookups else 0.0
 
-    def cache_lookup(self, hit: bool) -> None:
+    def cache_lookup(self, result: str) -> None:
+        """result: 'l1_hit', 'l2_hit' or 'miss' (app.cache.CacheResult)."""
         self._lookups += 1
-        self._hits += hit
-        self.cache.labels("hit" if hit else "miss").inc()
+        self._hits += result != "miss"
+        self.cache.labels(result).inc()
 
     def store_error(self, op: str) -> None:
         self.store_errors.labels(op).inc()

@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import envelope
@@ -24,12 +26,29 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
+    """The template of the route that served the request: the one FastAPI recorded, else (the docs, the
+    schema, a 413 answered before routing) the first of `routes` matching as the router would, else
+    'unmatched' (a path of no route: the label set stays bounded)."""
+    route: Any = scope.get("route")
+    if getattr(route, "path", None):
+        return str(route.path)
+    probe = {"type": "http", "path": scope["path"], "root_path": "", "method": scope["method"]}
+    for wanted in (Match.FULL, Match.PARTIAL):  # a method mismatch (405) is a partial match
+        for candidate in routes:
+            path = getattr(candidate, "path", None)
+            if path and candidate.matches(probe)[0] == wanted:
+                return str(path)
+    return "unmatched"
+
+
 class RequestContextMiddleware:
     """Request id (the caller's X-Request-ID if well-formed, else a new one) in scope state and the
-    response header; request count and latency by route template (bounded label values)."""
+    response header; request count and latency by route template (bounded label values). `routes`: every
+    route with its full path, for requests that routing never labels (see route_template)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute] = ()) -> None:
+        self.app, self.metrics, self.routes = app, metrics, tuple(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,8 +70,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope, self.routes)
             self.metrics.http(template, scope["method"], status, time.perf_counter() - start)
 
 

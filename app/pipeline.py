@@ -1,6 +1,6 @@
 """The recommend pipeline as named stages over app.domain values: resolve history → split known items →
-candidate mask → user vector (cache, micro-batched LLM, SASRec fallback) → retrieve + rank (→ A-LLMRec
-re-rank of SASRec's candidates for model=allmrec) → respond.
+candidate mask → user vector (cache, micro-batched LLM, SASRec fallback; the hybrid joins LLM-SRec's and
+SASRec's) → retrieve + rank (→ A-LLMRec re-rank of SASRec's candidates for model=allmrec) → respond.
 Also stored histories and catalog look-ups. Framework-free: no HTTP, no pydantic."""
 
 from __future__ import annotations
@@ -29,9 +29,18 @@ from app.domain import (
     RecommendQuery,
     Strategy,
 )
-from app.errors import BackendError, InvalidRequestError, NotFoundError, StoreUnavailableError
+from app.errors import (
+    BackendError,
+    InvalidRequestError,
+    LoadShedError,
+    NotFoundError,
+    StoreUnavailableError,
+)
 from app.metrics import Metrics, elapsed_ms
 from app.retrieval import CandidateFilter, PopularityRanker, Ranker
+from app.search import TitleSearch
+from app.serving_models import DefaultModel, ModelInfo, describe_models, resolve_default
+from models.hybrid import hybrid_user_vectors
 from models.prompts import cut_history
 
 log = logging.getLogger(__name__)
@@ -93,10 +102,22 @@ class RecommendService:
         metrics: Metrics,
         limits: PipelineLimits,
         allmrec: ALLMRecReranker | None = None,
+        default_model: str = "auto",
     ) -> None:
+        """default_model: settings.default_model ('auto' or a model); StartupError if it cannot be served."""
         self.bundle, self.store, self.backend, self.batcher = bundle, store, backend, batcher
         self.rankers, self.allmrec = rankers, allmrec
         self.popularity, self.candidates, self.metrics, self.limits = popularity, candidates, metrics, limits
+        llm = batcher is not None  # LLM-SRec and the hybrid need the backend's user vectors
+        served = {
+            "sasrec": True,
+            "llmsrec": llm and "llmsrec" in rankers,
+            "hybrid": llm and "hybrid" in rankers and bundle.hybrid is not None,
+            "allmrec": allmrec is not None,
+        }
+        self.servable = tuple(name for name, ok in served.items() if ok)
+        self.default: DefaultModel = resolve_default(bundle.manifest, self.servable, default_model)
+        self.titles = TitleSearch(bundle.catalog.items, bundle.popularity)
 
     async def recommend(self, q: RecommendQuery) -> Recommendation:
         start, timing = time.perf_counter(), dict[str, float]()
@@ -104,16 +125,17 @@ class RecommendService:
         known, unknown = self._split_known(history)
         seen = [e.item_id for e in history] if q.exclude_seen else []
         allowed, n_blocked = self.candidates.allowed(q.filters, seen)
-        encoding = await self._encode(known, q.model, q.k, timing)
+        model = q.model or self.default.name
+        encoding = await self._encode(known, model, q.k, timing)
         t = time.perf_counter()
         if encoding.vector is None:
             ranked = self.popularity.rank(allowed, q.k)
         else:
             ranker, vector = self.rankers[encoding.strategy], encoding.vector
-            n = self.allmrec.config.n_candidates if q.model == "allmrec" and self.allmrec else q.k
+            n = self.allmrec.config.n_candidates if model == "allmrec" and self.allmrec else q.k
             ranked = await asyncio.to_thread(ranker.rank, vector, allowed, n, n_blocked)
         timing["rank"] = elapsed_ms(t)
-        if q.model == "allmrec" and self.allmrec is not None and encoding.vector is not None:
+        if model == "allmrec" and self.allmrec is not None and encoding.vector is not None:
             t = time.perf_counter()
             reranked = await self.allmrec.rerank([e.item_id for e in known], ranked, q.k, timing)
             timing["rerank"] = elapsed_ms(t)
@@ -146,30 +168,32 @@ class RecommendService:
         unknown = sorted({e.item_id for e in history} - {e.item_id for e in known})
         return known, unknown
 
-    async def _encode(
-        self, known: list[Event], model: str | None, k: int, timing: dict[str, float]
-    ) -> UserEncoding:
-        """Popularity for an empty history; LLM-SRec (cache → micro-batched LLM) when asked and available;
-        SASRec when asked, for model=allmrec (its candidates), when the bundle has no LLM, or as the degraded
-        fallback of a failed LLM."""
+    async def _encode(self, known: list[Event], model: str, k: int, timing: dict[str, float]) -> UserEncoding:
+        """Popularity for an empty history; LLM-SRec's vector (cache → micro-batched LLM) for llmsrec and the
+        hybrid, which concatenates it with SASRec's (models.hybrid); SASRec's alone for sasrec, for
+        model=allmrec (its candidates), or as the degraded fallback of a failed LLM."""
         self._check_model(model, k)
         if not known:
             return UserEncoding("popularity", None)
         encoding = UserEncoding("sasrec", None)
-        if model in (None, "llmsrec") and self.batcher is not None:
+        if model in ("llmsrec", "hybrid"):
             encoding = await self._llm_vector(known, timing)
-        if encoding.vector is None:
-            t = time.perf_counter()
-            encoding.vector = await asyncio.to_thread(self._sasrec_vector, [e.item_id for e in known])
-            timing["sasrec"] = elapsed_ms(t)
-        return encoding
+        if encoding.vector is not None and model != "hybrid":
+            return encoding
+        t = time.perf_counter()
+        sasrec = await asyncio.to_thread(self._sasrec_vector, [e.item_id for e in known])
+        timing["sasrec"] = elapsed_ms(t)
+        if encoding.vector is None:  # sasrec or allmrec asked, or the LLM failed (degraded)
+            encoding.vector = sasrec
+            return encoding
+        assert self.bundle.hybrid is not None  # _check_model: served only with its part
+        user = hybrid_user_vectors(encoding.vector[None], sasrec[None], self.bundle.hybrid)[0]  # (D_u+D_cf,)
+        return UserEncoding("hybrid", user, encoding.cache_hit)
 
-    def _check_model(self, model: str | None, k: int) -> None:
-        """A model the bundle (and the running backend) can serve; for allmrec, k within its candidates."""
-        missing = (model == "llmsrec" and self.batcher is None) or (
-            model == "allmrec" and self.allmrec is None
-        )
-        if missing:
+    def _check_model(self, model: str, k: int) -> None:
+        """A model this service can serve (the bundle's, with the LLM backend where it needs one); for
+        allmrec, k within its candidates."""
+        if model not in self.servable:
             models = ", ".join(self.bundle.manifest.models)
             raise InvalidRequestError(
                 f"model {model!r} is not in bundle {self.bundle.version} (models: {models})"
@@ -191,14 +215,13 @@ class RecommendService:
             else tuple(float(e.timestamp or 0) for e in window)
         )
         shown, dates = cut_history(items, stamps, prompt.history_len)  # exactly what the prompt shows
+        dates = dates if prompt.shows_dates else None  # the short template prints no dates
         key = vector_key(self.limits.key_prefix, self.bundle.version, shown, dates, prompt.version)
         t = time.perf_counter()
         cached = await self.store.get_vector(key)
         timing["cache"] = elapsed_ms(t)
-        hit = cached is not None and cached.shape == self.rankers["llmsrec"].table.shape[1:]
-        self.metrics.cache_lookup(hit)
-        if hit:
-            return UserEncoding("llmsrec", cached, cache_hit=True)
+        if cached is not None and cached.shape == self.rankers["llmsrec"].table.shape[1:]:
+            return UserEncoding("llmsrec", cached, cache_hit=True)  # the store counted the lookup
         t = time.perf_counter()
         try:
             vector = await asyncio.wait_for(
@@ -209,6 +232,9 @@ class RecommendService:
             return UserEncoding(
                 "sasrec", None, degraded_reason=f"LLM timed out after {self.limits.llm_timeout_s:g} s"
             )
+        except LoadShedError as err:
+            self.metrics.fallbacks.labels("llm_shed").inc()
+            return UserEncoding("sasrec", None, degraded_reason=str(err))
         except BackendError as err:
             self.metrics.fallbacks.labels("llm_error").inc()
             return UserEncoding("sasrec", None, degraded_reason=str(err))
@@ -247,12 +273,23 @@ class RecommendService:
             )
         return item
 
+    async def search_items(self, query: str, limit: int) -> tuple[int, list[CatalogItem]]:
+        """(matches, the best `limit`) of a title search (app.search); off the loop for large catalogues."""
+        return await asyncio.to_thread(self.titles.find, query, limit)
+
+    def models(self) -> list[ModelInfo]:
+        """The bundle's models with their validation metrics, which one is the default, which serve now."""
+        healthy = self.backend is None or self.backend.health()
+        return describe_models(self.bundle.manifest, self.servable, healthy, self.default)
+
     async def readiness(self) -> tuple[bool, dict[str, str]]:
-        """(ready, {dependency: 'ok' or the problem}); a SASRec-only bundle needs no LLM."""
+        """(ready, {dependency: 'ok', 'degraded: ...' or the problem}); a SASRec-only bundle needs no LLM.
+        A Redis outage is 'degraded', still ready: every replica shares that Redis, so failing readiness would
+        take them all out of service, while each can still answer (from its L1 cache, SASRec, popularity)."""
         checks = {"bundle": f"ok ({self.bundle.version})"}
-        checks["store"] = "ok" if await self.store.ping() else "unreachable"
+        checks["store"] = await self.store.check()
         if self.backend is None:
             checks["llm"] = "ok (none: SASRec-only bundle)"
         else:
             checks["llm"] = "ok" if self.backend.health() else "unhealthy (last forward failed)"
-        return all(v.startswith("ok") for v in checks.values()), checks
+        return all(v.startswith(("ok", "degraded")) for v in checks.values()), checks

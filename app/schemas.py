@@ -1,25 +1,61 @@
-"""HTTP request and response models: strict (no coercion, no unknown fields), bounded, documented.
-Routes map them to and from app.domain values; the pipeline never sees pydantic."""
+"""HTTP request and response models: strict (no coercion but integral floats for integers, no unknown
+fields), bounded, documented. Routes map them to and from app.domain values; the pipeline never sees
+pydantic."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from app.domain import Event, ItemFilters, RecommendQuery
 
-USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
-MAX_LIST = 10_000  # static bound; the settings (max_history, max_events) are usually tighter
+# Any id of these characters except "." and "..", which URLs resolve away (/v1/users/../events).
+USER_ID_PATTERN = (
+    r"^([A-Za-z0-9_:@-][A-Za-z0-9_.:@-]{0,127}"
+    r"|\.[A-Za-z0-9_:@-][A-Za-z0-9_.:@-]{0,126}"
+    r"|\.\.[A-Za-z0-9_.:@-]{1,126})$"
+)
+MAX_LIST = 10_000  # static bound; app.openapi writes the settings' (max_history, max_events) into the schema
+# With the default limits the largest body the schema admits fits max_body_bytes (tests/app/test_openapi.py).
+MAX_FILTER_IDS = 5_000
+MAX_ITEM_ID = 2**31 - 1
+HISTORY_ITEM = (
+    f"a history item is an item id (an integer from 1 to {MAX_ITEM_ID}) "
+    'or an object {"item_id": <item id>, "timestamp": <unix seconds, optional>}'
+)
 
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type and JSON Schema's "integer" admits 10438.0: take integral floats as ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
 ItemId = Annotated[
-    int, Field(ge=1, le=2**31 - 1, description="Item id of the bundle's catalog (1..n_items).")
+    int,
+    Field(ge=1, le=MAX_ITEM_ID, description="Item id of the bundle's catalog (1..n_items)."),
+    BeforeValidator(_integral),
 ]
 Timestamp = Annotated[
     float, Field(ge=0, le=4_102_444_800, allow_inf_nan=False, description="Unix seconds (UTC).")
 ]
 UserId = Annotated[
-    str, Field(pattern=USER_ID_PATTERN, description="Caller's user id: [A-Za-z0-9_.:@-]{1,128}.")
+    str,
+    Field(pattern=USER_ID_PATTERN, description="Caller's user id: [A-Za-z0-9_.:@-]{1,128}, not '.' or '..'."),
 ]
 Genre = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -38,33 +74,63 @@ class TimedEvent(StrictModel):
     timestamp: Timestamp
 
 
+def _history_item(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One error saying what a history item may be, instead of one per union member."""
+    try:
+        return handler(value)
+    except ValidationError as err:
+        if isinstance(value, dict):  # an event object: say what is wrong inside it
+            problem = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'][1:]) or 'item'}: {e['msg']}"
+                for e in err.errors()
+                if e["loc"][:1] == (HistoryEvent.__name__,)
+            )
+        else:
+            problem = f"got {json.dumps(value)[:40]}"
+        message = HISTORY_ITEM + "; {problem}"
+        raise PydanticCustomError("history_item", message, {"problem": problem}) from None
+
+
+HistoryItem = Annotated[ItemId | HistoryEvent, WrapValidator(_history_item)]
+# JSON Schema for the rule the `_needs_a_history` validators enforce: a user_id or a history, not null.
+NEEDS_A_HISTORY: dict[str, Any] = {
+    "anyOf": [
+        {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
+        {"required": ["history"], "properties": {"history": {"type": "array"}}},
+    ]
+}
+
+
 class Filters(StrictModel):
     genres: list[Genre] | None = Field(
         default=None, max_length=64, description="Keep items having any of these genres."
     )
     include_item_ids: list[ItemId] | None = Field(
-        default=None, max_length=MAX_LIST, description="Only these items."
+        default=None, max_length=MAX_FILTER_IDS, description="Only these items."
     )
     exclude_item_ids: list[ItemId] = Field(
-        default_factory=list, max_length=MAX_LIST, description="Never these."
+        default_factory=list, max_length=MAX_FILTER_IDS, description="Never these."
     )
 
 
 class RecommendRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra=NEEDS_A_HISTORY)
+
     user_id: UserId | None = Field(
         default=None, description="Uses the stored history when `history` is absent."
     )
-    history: list[ItemId | HistoryEvent] | None = Field(
+    history: list[HistoryItem] | None = Field(
         default=None, max_length=MAX_LIST, description="Oldest first; item ids or {item_id, timestamp}."
     )
-    k: int = Field(default=10, ge=1, le=100, description="How many items to return.")
+    k: Integer = Field(default=10, ge=1, le=100, description="How many items to return.")
     exclude_seen: bool = Field(default=True, description="Never return items of the history.")
     filters: Filters | None = None
-    model: Literal["llmsrec", "allmrec", "sasrec"] | None = Field(
+    model: Literal["llmsrec", "hybrid", "allmrec", "sasrec"] | None = Field(
         default=None,
-        description="Default: llmsrec when the bundle has it, else sasrec. allmrec: SASRec retrieves "
-        "`allmrec_candidates` items (default 20) and A-LLMRec re-ranks them by the LLM's log-likelihood of "
-        "each title; k may not exceed that count.",
+        description="Default: the bundle's best by validation NDCG@10 (GET /v1/models says which and why). "
+        "hybrid: LLM-SRec's and SASRec's scores blended with a weight chosen on validation. allmrec: SASRec "
+        "retrieves `allmrec_candidates` items (default 20) and A-LLMRec re-ranks them by the LLM's "
+        "log-likelihood of each title; k may not exceed that count.",
     )
 
     @model_validator(mode="after")
@@ -97,7 +163,7 @@ class RecommendedItem(BaseModel):
 class RecommendResponse(BaseModel):
     request_id: str
     bundle_version: str
-    model: Literal["llmsrec", "allmrec", "sasrec", "popularity"] = Field(
+    model: Literal["llmsrec", "hybrid", "allmrec", "sasrec", "popularity"] = Field(
         description="What ranked the items; 'popularity' for an empty (or all-unknown) history."
     )
     items: list[RecommendedItem]
@@ -134,14 +200,52 @@ class ItemResponse(BaseModel):
     genres: list[str]
 
 
+class ItemSearchResponse(BaseModel):
+    query: str
+    total: int = Field(description="Items matching the query; `items` holds the first `limit` of them.")
+    items: list[ItemResponse] = Field(
+        description="Best first: titles starting with the query, then containing it as words, then having "
+        "every word of it (each as a word prefix); ties by popularity."
+    )
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"]
 
 
 class ReadyResponse(BaseModel):
-    status: Literal["ready"]
+    status: Literal["ready", "degraded"] = Field(
+        description="degraded: serving, with a dependency missing (a check says which, e.g. Redis down)."
+    )
     bundle_version: str
+    default_model: str = Field(description="Model of a recommend request naming none (GET /v1/models: why).")
     checks: dict[str, str]
+
+
+class ModelEntry(BaseModel):
+    name: str
+    recommends: bool = Field(description="A value of `model` in POST /v1/recommend.")
+    servable: bool = Field(description="Answers POST /v1/recommend now, without falling back.")
+    default: bool
+    valid: dict[str, Any] | None = Field(
+        description="Validation metrics recorded at training (ndcg@10, hr@10, ..., protocol, split, n_users)."
+    )
+    comparable: bool = Field(
+        description="Ranks the whole catalogue and has validation NDCG@10 on the shared 1+99 candidates: "
+        "eligible as the automatic default (A-LLMRec, which re-ranks SASRec's candidates, never is)."
+    )
+    note: str
+
+
+class ModelsResponse(BaseModel):
+    bundle_version: str
+    default_model: str
+    default_source: Literal["setting", "manifest", "metrics", "fallback"] = Field(
+        description="setting: LLMREC_DEFAULT_MODEL; manifest: the choice recorded at export; metrics: the "
+        "same rule over the models served here; fallback: no comparable metrics (llmsrec, else sasrec)."
+    )
+    default_reason: str
+    models: list[ModelEntry] = Field(description="Every model of the bundle, in manifest order.")
 
 
 class ErrorBody(BaseModel):
@@ -156,13 +260,15 @@ class ErrorResponse(BaseModel):
 
 
 class ExplainGenreRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra=NEEDS_A_HISTORY)
+
     user_id: UserId | None = Field(
         default=None, description="Uses the stored history when `history` is absent."
     )
-    history: list[ItemId | HistoryEvent] | None = Field(
+    history: list[HistoryItem] | None = Field(
         default=None, max_length=MAX_LIST, description="Oldest first; item ids or {item_id, timestamp}."
     )
-    top_n: int = Field(default=3, ge=1, le=50, description="How many genres to return.")
+    top_n: Integer = Field(default=3, ge=1, le=50, description="How many genres to return.")
 
     @model_validator(mode="after")
     def _needs_a_history(self) -> ExplainGenreRequest:

@@ -9,6 +9,10 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# The name the `vllm serve` generate server serves the LLM under (its --served-model-name); docker-compose.yml
+# and deploy/k8s/vllm.yaml start it with this name (tests/deploy checks they agree).
+VLLM_SERVED_MODEL_NAME = "llmrec-llm"
+
 
 class Settings(BaseSettings):
     """Service settings; env var = LLMREC_ + the field name in capitals (e.g. LLMREC_REDIS_URL)."""
@@ -51,6 +55,21 @@ class Settings(BaseSettings):
         le=10_000_000,
         description="Capacity of the in-process LRU (used when redis_url is None).",
     )
+    l1_cache_max_entries: int = Field(
+        default=20_000,
+        ge=0,
+        le=10_000_000,
+        description="With Redis: vectors (user vectors, candidate scores, genre answers) each replica keeps "
+        "in an in-process LRU in front of Redis, so hot keys skip the network and a Redis outage keeps what "
+        "the replica has seen; 0 = none. An entry is 4 bytes per float (a genre answer ~4 KB).",
+    )
+    l1_cache_ttl_s: float = Field(
+        default=3_600,
+        gt=0,
+        le=30 * 86_400,
+        description="TTL of an in-process (L1) cache entry. Keys carry the bundle version and the prompt, so "
+        "an entry is never stale; the TTL only bounds how long an unused one survives a Redis outage.",
+    )
     history_ttl_s: int = Field(
         default=180 * 86_400,
         ge=0,
@@ -63,10 +82,12 @@ class Settings(BaseSettings):
         "engine (CUDA only, vllm installed; see app.backends.vllm for the supported versions).",
     )
     vllm_gpu_memory_utilization: float = Field(
-        default=0.5,
+        default=0.4,
         gt=0,
         le=0.95,
-        description="Share of GPU memory the vLLM engine may take (the rest stays for FAISS and ranking).",
+        description="Share of the GPU's total memory the in-process vLLM engine reserves; vLLM refuses to "
+        "start when less is free. On a GPU shared with the `vllm serve` generate server (compose: 0.45), "
+        "the two shares plus the transformers copy, FAISS and CUDA contexts must fit (see deploy/README.md).",
     )
     vllm_max_model_len: int | None = Field(
         default=None,
@@ -85,9 +106,11 @@ class Settings(BaseSettings):
         description="llm_backend=vllm: base URL of a `vllm serve --enable-prompt-embeds` server that writes "
         "the /v1/explain/genre sentence (e.g. http://vllm:8000); None = the transformers copy writes it.",
     )
-    vllm_generate_model: str | None = Field(
-        default=None,
-        description="The model name that server serves; None = the bundle's LLM location.",
+    vllm_generate_model: str = Field(
+        default=VLLM_SERVED_MODEL_NAME,
+        min_length=1,
+        description="Model name sent to that server: its --served-model-name (vLLM answers 404 to any "
+        "other); the compose `vllm` service is started with this same variable.",
     )
     llm_path: str | None = Field(
         default=None, description="Override of the manifest's LLM location (local directory or HF id)."
@@ -112,11 +135,25 @@ class Settings(BaseSettings):
         le=300,
         description="Budget for a user vector from the LLM; past it, SASRec (degraded).",
     )
+    llm_shed_budget_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=300,
+        description="Load shedding: when a cache miss's expected wait in the LLM queue (the batches ahead "
+        "of it × their recent forward time) exceeds this, answer at once with the fallback (degraded) "
+        "instead of queueing; keep it below llm_timeout_s. 0 = off.",
+    )
     retrieval_top_n: int = Field(
         default=200,
         ge=1,
         le=100_000,
         description="Candidates taken from FAISS before exact rescoring and filters.",
+    )
+    default_model: Literal["auto", "llmsrec", "hybrid", "sasrec", "allmrec"] = Field(
+        default="auto",
+        description="Model of a recommend request that names none; 'auto' = the bundle's best by validation "
+        "NDCG@10 on the 1+99 candidates (the manifest's default_model; see GET /v1/models). A model this "
+        "service cannot serve refuses to start.",
     )
     allmrec_candidates: int = Field(
         default=20,

@@ -24,6 +24,8 @@ LLM_DIR = "llm"
 MODEL_FILES: dict[str, tuple[str, ...]] = {
     "sasrec": ("sasrec/config.json", "sasrec/model.safetensors"),
     "llmsrec": ("llmsrec/config.json", "llmsrec/heads.safetensors", ITEM_VECTORS_FILE),
+    # The blend of LLM-SRec and SASRec (models/hybrid.py): its weight and scales; the tables are theirs.
+    "hybrid": ("hybrid/config.json", ITEM_VECTORS_FILE, "sasrec/model.safetensors"),
     # A-LLMRec's recommendation prompt: stage 1 (item latents) + the stage 2 trained on next-item titles.
     "allmrec": ("allmrec/config.json", "allmrec/stage1.safetensors", "allmrec/stage2.safetensors"),
     # A-LLMRec's genre prompt: stage 1 (item latents) + the genre-trained stage 2 (F_U, F_I).
@@ -84,6 +86,7 @@ class Manifest:
     configs: Mapping[str, Mapping[str, Any]]  # model name → its config (also at <name>/config.json)
     llm: Mapping[str, Any] | None = None
     training: Mapping[str, Any] = field(default_factory=dict)  # provenance: train config, best epoch, valid
+    default_model: str | None = None  # chosen at export (models.model_choice); None in older bundles
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Manifest:
@@ -103,6 +106,7 @@ class Manifest:
                 configs={name: dict(raw[name]) for name in models},
                 llm=None if raw.get("llm") is None else dict(raw["llm"]),
                 training=dict(raw.get("training") or {}),
+                default_model=None if raw.get("default_model") is None else str(raw["default_model"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise BundleError(f"{MANIFEST_FILE}: malformed or missing field: {err!r}") from err
@@ -121,6 +125,8 @@ class Manifest:
             "llm": None if self.llm is None else dict(self.llm),
         }
         out |= {name: dict(self.configs[name]) for name in self.models}
+        if self.default_model is not None:  # absent rather than null, so older manifests round-trip
+            out["default_model"] = self.default_model
         return out | {"training": dict(self.training), "files": dict(self.files)}
 
 

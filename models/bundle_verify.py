@@ -30,6 +30,8 @@ from models.bundle import (
     read_safetensors_header,
     sha256_file,
 )
+from models.hybrid import HybridConfig
+from models.model_choice import RECOMMENDERS
 
 
 def _unsafe_path(rel: str) -> bool:
@@ -183,9 +185,29 @@ def _check_allmrec_part(name: str, root: Path, m: Manifest) -> list[str]:
     return problems + _check_tensors(root, f"{name}/stage2.safetensors", s2)
 
 
+def _check_hybrid(root: Path, m: Manifest) -> list[str]:
+    """The blend needs LLM-SRec's user and item vectors besides SASRec; a weight in [0, 1], scales > 0."""
+    cfg = m.configs["hybrid"]
+    problems = [] if "llmsrec" in m.models else ["hybrid needs the llmsrec part (its user and item vectors)"]
+    try:
+        HybridConfig.from_dict(cfg)
+    except (KeyError, TypeError, ValueError) as err:
+        problems.append(f"hybrid config is invalid: {err!r}")
+    if extra := sorted(set(cfg) - set(HybridConfig.__dataclass_fields__)):
+        problems.append(f"hybrid config has unknown keys {extra}")
+    return problems + _check_config_file(root, "hybrid/config.json", cfg)
+
+
+def _check_default_model(m: Manifest) -> list[str]:
+    if m.default_model is None or (m.default_model in m.models and m.default_model in RECOMMENDERS):
+        return []
+    return [f"default_model {m.default_model!r} is not a recommending model of this bundle {list(m.models)}"]
+
+
 _MODEL_CHECKS: dict[str, Callable[[Path, Manifest], list[str]]] = {
     "sasrec": _check_sasrec,
     "llmsrec": _check_llmsrec,
+    "hybrid": _check_hybrid,
     "allmrec": functools.partial(_check_allmrec_part, "allmrec"),
     "allmrec_genre": functools.partial(_check_allmrec_part, "allmrec_genre"),
 }
@@ -210,6 +232,7 @@ def verify_bundle(bundle_dir: Path, *, check_hashes: bool = True) -> list[str]:
         needed = MODEL_FILES.get(name, ())
         if name in _MODEL_CHECKS and all(rel in present for rel in needed):
             problems += _MODEL_CHECKS[name](root, m)
+    problems += _check_default_model(m)
     version = compute_bundle_version(m.dataset.name, m.files)
     if m.bundle_version != version:
         problems.append(f"bundle_version {m.bundle_version!r} != {version!r} computed from the file hashes")

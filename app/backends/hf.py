@@ -20,7 +20,7 @@ from app.errors import BackendError, StartupError
 from models.allmrec_encoder import ALLMRecEncoder
 from models.allmrec_genre import GENRE_TEMPLATE_VERSION, GenreEncoder
 from models.llmsrec import LLMSRecEncoder
-from models.prompts import ALLMREC_TEMPLATE_VERSION, PROMPT_TEMPLATE_VERSION
+from models.prompts import ALLMREC_TEMPLATE_VERSION, TEMPLATE_VERSIONS
 from models.soft_prompt import add_special_tokens
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,11 @@ def _check(bundle: ServingBundle, special: dict[str, int], hidden: int, location
         )
     if bundle.heads is not None and hidden != bundle.heads.config.llm_hidden:
         problems.append(f"hidden size {hidden} != llmsrec llm_hidden {bundle.heads.config.llm_hidden}")
-    if llm.get("prompt_template_version") != PROMPT_TEMPLATE_VERSION:
+    if llm.get("prompt_template_version") not in TEMPLATE_VERSIONS.values():
+        known = ", ".join(sorted(TEMPLATE_VERSIONS.values()))
         problems.append(
-            f"manifest prompt_template_version {llm.get('prompt_template_version')!r} != this code's "
-            f"{PROMPT_TEMPLATE_VERSION!r} (re-export the bundle)"
+            f"manifest prompt_template_version {llm.get('prompt_template_version')!r} is not one this "
+            f"code knows ({known}; re-export the bundle)"
         )
     if problems:
         raise StartupError(

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from app.errors import NotReadyError
 from app.genre import GenreQuery, GenreService
-from app.routes.deps import ERRORS, request_id, require_api_key
+from app.routes.deps import BODY_ERRORS, ERRORS, request_id, require_api_key, require_json_body
 from app.schemas import ExplainGenreRequest, ExplainGenreResponse, GenreScore
 
 router = APIRouter(prefix="/v1", tags=["explain"], dependencies=[Depends(require_api_key)], responses=ERRORS)
@@ -19,7 +19,12 @@ def get_genre_service(request: Request) -> GenreService:
     return service
 
 
-@router.post("/explain/genre", response_model=ExplainGenreResponse)
+@router.post(
+    "/explain/genre",
+    response_model=ExplainGenreResponse,
+    responses=BODY_ERRORS,
+    dependencies=[Depends(require_json_body)],
+)
 async def explain_genre(
     body: ExplainGenreRequest, request: Request, service: GenreService = Depends(get_genre_service)
 ) -> ExplainGenreResponse:

@@ -20,10 +20,17 @@ async def healthz() -> HealthResponse:
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ErrorResponse}})
 async def readyz(service: RecommendService = Depends(get_service)) -> ReadyResponse | JSONResponse:
-    """Ready to serve: bundle loaded, store reachable, LLM backend healthy; 503 naming what is not."""
+    """Ready to serve: bundle loaded, store reachable, LLM backend healthy; 503 naming what is not. A Redis
+    outage answers 200 with status 'degraded' and the store check saying since when (see readiness)."""
     ready, checks = await service.readiness()
     if ready:
-        return ReadyResponse(status="ready", bundle_version=service.bundle.version, checks=checks)
+        degraded = any(state.startswith("degraded") for state in checks.values())
+        return ReadyResponse(
+            status="degraded" if degraded else "ready",
+            bundle_version=service.bundle.version,
+            default_model=service.default.name,
+            checks=checks,
+        )
     problems = "; ".join(f"{name}: {state}" for name, state in checks.items() if not state.startswith("ok"))
     error = {"type": "not_ready", "message": problems}
     return JSONResponse({"error": error, "checks": checks}, status_code=503)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path
 
 from app.domain import Event
 from app.pipeline import RecommendService
-from app.routes.deps import ERRORS, get_service, require_api_key
+from app.routes.deps import BODY_ERRORS, ERRORS, get_service, require_api_key, require_json_body
 from app.schemas import USER_ID_PATTERN, EventsRequest, EventsResponse, HistoryResponse, TimedEvent
 
 router = APIRouter(
@@ -17,7 +17,12 @@ router = APIRouter(
 UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="Caller's user id.")]
 
 
-@router.post("/{user_id}/events", response_model=EventsResponse)
+@router.post(
+    "/{user_id}/events",
+    response_model=EventsResponse,
+    responses=BODY_ERRORS,
+    dependencies=[Depends(require_json_body)],
+)
 async def append_events(
     user_id: UserIdPath, body: EventsRequest, service: RecommendService = Depends(get_service)
 ) -> EventsResponse:

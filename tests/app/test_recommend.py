@@ -122,7 +122,7 @@ async def test_cache_keys_on_exactly_what_the_prompt_shows(make_settings, hf_bac
         timed = (await client.post("/v1/recommend", json={"history": dated, "k": 5})).json()
         assert not timed["cache_hit"] and backend.calls == 2  # dates are in the prompt: another key
         metrics = (await client.get("/metrics")).text
-    assert 'llmrec_cache_lookups_total{result="hit"} 2.0' in metrics
+    assert 'llmrec_cache_lookups_total{result="l1_hit"} 2.0' in metrics  # this replica's L1, before Redis
     assert "llmrec_cache_hit_ratio 0.5" in metrics
 
 

@@ -76,9 +76,11 @@ ERROR_CASES = [
     ("POST", "/v1/recommend", b'{"history": [1], "k": 0}', 422, "validation_error", "body.k"),
     ("POST", "/v1/recommend", b'{"history": [1], "k": 101}', 422, "validation_error", "body.k"),
     ("POST", "/v1/recommend", b'{"history": [1], "k": "5"}', 422, "validation_error", "body.k"),
-    ("POST", "/v1/recommend", b'{"history": [1], "k": 5.0}', 422, "validation_error", "body.k"),
+    ("POST", "/v1/recommend", b'{"history": [1], "k": 5.5}', 422, "validation_error", "body.k"),
+    ("POST", "/v1/recommend", b'{"history": [1], "k": true}', 422, "validation_error", "body.k"),
     ("POST", "/v1/recommend", b'{"history": [1], "colour": "red"}', 422, "validation_error", "colour"),
     ("POST", "/v1/recommend", b'{"history": [0]}', 422, "validation_error", "history"),
+    ("POST", "/v1/recommend", b'{"user_id": "\xff"}', 400, "bad_request", "UTF-8 JSON body"),  # not UTF-8
     ("POST", "/v1/recommend", b'{"history": [NaN]}', 422, "validation_error", "history"),
     (
         "POST",
@@ -140,3 +142,53 @@ async def test_every_error_path_uses_the_envelope(make_settings) -> None:
             response = await client.request(method, path, content=content, headers=headers)
             error = assert_envelope(response, status, type_)
             assert needle in error["message"], (path, content, error)
+
+
+HISTORY_ITEM = (
+    "a history item is an item id (an integer from 1 to 2147483647) "
+    'or an object {"item_id": <item id>, "timestamp": <unix seconds, optional>}'
+)
+
+
+@pytest.mark.parametrize(
+    ("item", "problem"),
+    [
+        ("0", "got 0"),
+        ('"abc"', 'got "abc"'),
+        ("1.5", "got 1.5"),
+        ("null", "got null"),
+        ('{"item_id": 0}', "item_id: Input should be greater than or equal to 1"),
+        ('{"item_id": 1, "when": 2}', "when: Extra inputs are not permitted"),
+        ("{}", "item_id: Field required"),
+    ],
+)
+async def test_a_bad_history_item_is_told_what_an_item_may_be(make_settings, item: str, problem: str) -> None:
+    async with serve(make_settings()) as client:
+        for path in ("/v1/recommend", "/v1/explain/genre"):
+            response = await client.post(
+                path, content=f'{{"history": [3, {item}]}}', headers={"content-type": "application/json"}
+            )
+            message = assert_envelope(response, 422, "validation_error")["message"]
+            assert message == f"body.history.1: {HISTORY_ITEM}; {problem}", message
+
+
+async def test_a_body_that_is_not_sent_as_json_gets_a_415_saying_so(make_settings) -> None:
+    body = b'{"history": [1, 2]}'
+    wanted = "the body must be JSON, sent with the header content-type: application/json"
+    async with serve(make_settings(api_keys=[KEY])) as client:
+        key = {"X-API-Key": KEY}
+        form_type = {"content-type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
+        form = await client.post("/v1/recommend", content=body, headers={**key, **form_type})
+        bare = await client.post("/v1/users/u1/events", content=body, headers=key)
+        plain = {"content-type": "text/plain"}
+        text = await client.post("/v1/explain/genre", content=body, headers={**key, **plain})
+        unauthenticated = await client.post("/v1/recommend", content=body, headers=plain)
+        with_charset = await client.post(
+            "/v1/recommend", content=body, headers={**key, "content-type": "application/json; charset=utf-8"}
+        )
+    message = assert_envelope(form, 415, "unsupported_media_type")["message"]
+    assert message == f"{wanted} (got content-type: application/x-www-form-urlencoded)"
+    assert assert_envelope(bare, 415)["message"] == f"{wanted} (no content-type was sent)"
+    assert assert_envelope(text, 415)["message"] == f"{wanted} (got content-type: text/plain)"
+    assert_envelope(unauthenticated, 401)  # the key is checked first: nothing about the route leaks
+    assert with_charset.status_code == 200, with_charset.text
