@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: build a small ml-100k bundle if none exists (later runs reuse it), then serve it on
-# localhost:8000. Sized for ~20 min on a 2-core CPU; every size below is an environment variable.
+# localhost:8000. Sized for ~17 min on a 2-core CPU; every size below is an environment variable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLMREC="${LLMREC_BIN:-.venv/bin/llmrec}"
@@ -39,7 +39,8 @@ if [ ! -f "$BUNDLE/manifest.json" ]; then
     step "train LLM-SRec on SmolLM2-135M, llmrec's cached recipe (frozen LLM; only the MLPs train)"
     "$LLMREC" train llmsrec --data "$DATA" --sasrec "$SASREC" --out "$LLMSREC" --llm smollm2 --dtype float32 \
       --recipe cached --template short --max-users "${DEMO_LLMSREC_USERS:-0}" \
-      --prefixes-per-user "${DEMO_LLMSREC_PREFIXES:-1}" --eval-max-users "${DEMO_LLMSREC_EVAL_USERS:-943}"
+      --prefixes-per-user "${DEMO_LLMSREC_PREFIXES:-4}" --eval-max-users "${DEMO_LLMSREC_EVAL_USERS:-943}" \
+      --w-score-distill "${DEMO_LLMSREC_SCORE_DISTILL:-1}"
   fi
   if [ ! -f "$STAGE1/stage1.safetensors" ]; then
     step "A-LLMRec stage 1: align SASRec item embeddings with MiniLM text embeddings"
