@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.hybrid import HybridConfig
+from models.hybrid import HybridConfig, hybrid_item_table, hybrid_user_vectors
 from training.data.dataset import PreparedData, load_prepared
 from training.evaluation import evaluate
 from training.evaluation.candidates import select_users
@@ -116,8 +116,8 @@ def train_row(args: argparse.Namespace, data: PreparedData, sasrec: Path, row: s
     if recipe == "cached":
         timing = train["recipe_timing"]
         build = _cache_build_seconds(Path(train["cache_dir"]) if train.get("cache_dir") else out / "cache")
-        if build > timing.get("cache_build_s", 0.0):  # trained on a cache another run built: count it once
-            shift = build - timing.get("cache_build_s", timing["cache_s"])
+        if "cache_build_s" not in timing:  # older runs on a cache another run built: count its build once
+            shift = build - timing["cache_s"]
             timing = timing | {"cache_build_s": build, "total_s": timing["total_s"] + shift}
             history = [h | {"seconds": h["seconds"] + shift} for h in history]
             timing["examples_per_s"] = timing["n_prefixes"] / build
@@ -127,12 +127,11 @@ def train_row(args: argparse.Namespace, data: PreparedData, sasrec: Path, row: s
             "examples": timing["n_prefixes"],
         }
     else:
-        n = sum(1 for _ in range(len(history)))
         speed = {
             "train_s": history[-1].get("seconds"),
             "examples_per_s": history[-1]["train"]["examples_per_s"],
             "items_per_s": history[-1]["speed"]["items_per_s"],
-            "epochs": n,
+            "epochs": len(history),
         }
     return {
         "dir": str(out),
@@ -243,10 +242,8 @@ def main() -> None:
         if row == "llmsrec-cached" and trained[row]["hybrid"]:
             hybrid = HybridConfig.from_dict(trained[row]["hybrid"])
             results["hybrid"] = score_model(data, HybridScorer(scorer, sas, hybrid), args.eval_users)
-            joint = np.concatenate(
-                [llm_users * hybrid.llm_factor, sas.user_vectors(histories) * hybrid.sasrec_factor], 1
-            )
-            table = np.concatenate([scorer.item_table, sas_table], 1)
+            joint = hybrid_user_vectors(llm_users, sas.user_vectors(histories), hybrid)
+            table = hybrid_item_table(scorer.item_table, sas_table)
             results["hybrid"]["top10_jaccard"] = top10_overlap(data, joint, table, users)
             results["hybrid"]["weight"] = hybrid.weight
         saved.write_text(json.dumps({k: v for k, v in results.items() if k in (row, "hybrid")}, indent=2))

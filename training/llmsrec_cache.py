@@ -18,11 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from models.llmsrec import LLMSRecEncoder
-from models.sasrec import SASRec
 from models.soft_prompt import length_batches, tokenize
 from training.data.dataset import PreparedData, seeded_subset
 from training.errors import ConfigError
-from training.llmsrec_step import Example, left_pad
+from training.llmsrec_step import Example
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +141,3 @@ def user_hidden_states(
     elapsed = time.perf_counter() - start
     log.info("%s hidden states: %d prompts in %.1f s", name, len(histories), elapsed)
     return rows
-
-
-@torch.inference_mode()
-def teacher_user_vectors(
-    teacher: SASRec, histories: Sequence[np.ndarray], batch_size: int = 256
-) -> torch.Tensor:
-    """(N, d_cf) SASRec user vectors of the histories (eval mode): the distillation targets."""
-    device = teacher.item_emb.weight.device
-    parts = [
-        teacher.user_vector(left_pad(list(histories[b : b + batch_size]), teacher.config.max_len, device))
-        for b in range(0, len(histories), batch_size)
-    ]
-    return torch.cat(parts).float().cpu()

@@ -27,7 +27,6 @@ from training.llmsrec_cache import (
     input_signature,
     item_hidden_states,
     prefix_examples,
-    teacher_user_vectors,
     user_hidden_states,
 )
 from training.llmsrec_heads import HeadTraining, HiddenCache, item_table, train_heads, valid_scores
@@ -119,7 +118,7 @@ def build_cache(
         users=users,
         targets=torch.tensor([e.target for e in examples], dtype=torch.long),
         seen=[e.seen for e in examples],
-        teacher=None if teacher is None else teacher_user_vectors(teacher, histories),
+        teacher=None if teacher is None else torch.from_numpy(SASRecScorer(teacher).user_vectors(histories)),
         valid_users=valid_users,
         valid=valid,
         build_s=item_s + train_s + valid_s,
