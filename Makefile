@@ -4,8 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WORK   ?= work
-# the shared data sits beside the checkout; a clone elsewhere on this machine falls back to /work/shared/data
-LLMREC_DATA_DIR ?= $(firstword $(wildcard $(abspath ../shared/data) /work/shared/data) $(abspath ../shared/data))
+# the raw datasets: LLMREC_DATA_DIR, else the shared data beside the checkout
+LLMREC_DATA_DIR ?= $(abspath ../shared/data)
 export LLMREC_DATA_DIR
 
 .PHONY: install demo test lint typecheck imports redis browser compose-client clean help

@@ -1,111 +1,127 @@
 """model=allmrec on /v1/recommend: SASRec retrieves the candidates (FAISS over its item table, after the
-caller's filters), then A-LLMRec re-ranks them by the frozen LLM's summed log-likelihood of each title after
-the paper's prompt (user soft token, history and candidate item soft tokens). Scores are cached by exactly
-what the prompt and SASRec read; concurrent misses share one micro-batched forward. When the LLM fails or
-times out the SASRec order answers, degraded. Framework-free: no HTTP, no pydantic."""
+caller's filters), then A-LLMRec re-ranks them by the frozen LLM's log-likelihood of each title after the
+paper's prompt (user soft token, history and candidate item soft tokens), calibrated and blended with SASRec's
+score as the bundle's `scoring` says (chosen on validation, models/allmrec_scoring.py). The LLM scores come
+through the LLM stage, cached by exactly what the prompt and SASRec read (and the score mode); when the LLM
+fails or times out the SASRec order answers, degraded. Cold items (added by `llmrec export add-items`, no CF
+row) join SASRec's candidates by their text: the `cold_candidates` allowed cold items whose MiniLM text is
+nearest the history's (models/cold_items.py); SASRec has no score for them, so the blend gives them the mean
+SASRec score of the request's warm candidates (neutral). Framework-free: no HTTP, no pydantic."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
+import dataclasses
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from app.backends.base import LLMBackend
-from app.batcher import BatchFn, EncodeJob, MicroBatcher
-from app.cache import Store
-from app.domain import Strategy
-from app.errors import BackendError, LoadShedError
-from app.metrics import Metrics, elapsed_ms
+from app.batcher import BatchFn
+from app.cache import VECTOR
+from app.errors import InvalidRequestError
+from app.llm_stage import LLMStage, StageSpec
+from app.metrics import elapsed_ms
+from app.rerank import Ranking
 from models.allmrec_encoder import prompt_order
+from models.allmrec_scoring import ALLMRecScoring, blend
+from models.cold_items import text_scores
+
+CANDIDATE_SCORES = StageSpec(kind="cs", label="allmrec_llm", what="A-LLMRec", codec=VECTOR)
 
 
-@dataclass
-class Reranked:
-    items: list[tuple[int, float]]  # (item id, score), best first
-    strategy: Strategy
-    cache_hit: bool = False
-    degraded_reason: str | None = None
+@dataclass(frozen=True)
+class RankJob:
+    """What the LLM needs for one A-LLMRec prompt: the history window (oldest first) and the candidates in
+    the order the prompt lists them."""
+
+    history: tuple[int, ...]
+    candidates: tuple[int, ...]
 
 
-def scores_key(
-    prefix: str, bundle_version: str, history: Sequence[int], shown: Sequence[int], template: str
-) -> str:
-    """Key of one prompt's candidate scores: the history SASRec and the prompt read, and the candidates in
-    prompt order. Content-addressed like the user vectors (single-key GET/SET, no hash tag)."""
-    what = json.dumps([template, [int(i) for i in history], [int(c) for c in shown]])
-    return f"{prefix}:cs:{bundle_version}:{hashlib.sha256(what.encode()).hexdigest()}"
+def candidate_scores_fn(backend: LLMBackend) -> BatchFn[RankJob, np.ndarray]:
+    """The LLM stage's blocking batch function: one backend call for the batch; a float32 row of scores per
+    job, one per candidate in prompt order (a filtered request may have fewer candidates than the others)."""
 
-
-def rank_batch_fn(backend: LLMBackend, width: int) -> BatchFn:
-    """The micro-batcher's blocking function: one backend call for the batch; rows padded with NaN to
-    `width` (a filtered request may have fewer candidates than the others)."""
-
-    def run(jobs: Sequence[EncodeJob]) -> np.ndarray:
-        rows = backend.rank_candidates([j.items for j in jobs], [j.candidates for j in jobs])
-        out = np.full((len(jobs), width), np.nan, dtype=np.float32)
-        for b, row in enumerate(rows):
-            out[b, : len(row)] = row
-        return out
+    def run(jobs: Sequence[RankJob]) -> list[np.ndarray]:
+        rows = backend.rank_candidates([j.history for j in jobs], [j.candidates for j in jobs])
+        return [np.asarray(row, dtype=np.float32) for row in rows]
 
     return run
 
 
 @dataclass(frozen=True)
 class RerankConfig:
-    bundle_version: str
-    history_window: int  # the longest history SASRec or the prompt reads
-    template_version: str
+    template_version: str  # of the bundle's A-LLMRec prompt
     n_candidates: int  # SASRec candidates per prompt (settings.allmrec_candidates)
-    timeout_s: float
-    key_prefix: str
+    history_window: int  # the longest history SASRec or the prompt reads
     seed: int = 0  # of the candidates' order in the prompt
+    scoring: ALLMRecScoring = field(default_factory=ALLMRecScoring)  # the bundle's: mode, SASRec blend
+    cold_candidates: int = 0  # cold items added to SASRec's candidates by text (settings); 0 = none
 
 
 class ALLMRecReranker:
-    def __init__(self, store: Store, batcher: MicroBatcher, metrics: Metrics, config: RerankConfig) -> None:
-        self.store, self.batcher, self.metrics, self.config = store, batcher, metrics, config
+    def __init__(
+        self, stage: LLMStage[RankJob, np.ndarray], config: RerankConfig, text_emb: Tensor | None = None
+    ) -> None:
+        """text_emb: stage 1's (n + 1, d_text) text table, to find cold candidates (None: none)."""
+        self.stage, self.config, self.text_emb = stage, config, text_emb
+
+    def candidates(self, k: int) -> int:
+        n = self.config.n_candidates
+        if k > n:
+            raise InvalidRequestError(
+                f"k={k} exceeds the {n} SASRec candidates A-LLMRec re-ranks (allmrec_candidates)"
+            )
+        return n
+
+    def cold_picks(self, window: Sequence[int], cold: Sequence[int]) -> list[int]:
+        """The allowed cold items whose text is nearest the history's, best first (ties: lower id)."""
+        n = self.config.cold_candidates
+        if not n or not cold or not window or self.text_emb is None:
+            return []
+        device = self.text_emb.device
+        ids = torch.tensor(cold, dtype=torch.long, device=device)
+        scores = text_scores(self.text_emb, torch.tensor(window, dtype=torch.long, device=device), ids)
+        best = torch.sort(scores, descending=True, stable=True).indices[:n]
+        return ids[best].tolist()
 
     async def rerank(
-        self, history: Sequence[int], retrieved: list[tuple[int, float]], k: int, timing: dict[str, float]
-    ) -> Reranked:
-        """`retrieved`: SASRec's best candidates (at most n_candidates), best first; the top k of them by
-        A-LLMRec's score, or SASRec's top k (degraded) when the LLM does not answer in time."""
-        if not retrieved:
-            return Reranked([], "allmrec")
-        c = self.config
-        ids = np.array([i for i, _ in retrieved], dtype=np.int64)
-        shown = ids[prompt_order(ids, c.seed)]  # the order the prompt lists them (as in training)
+        self, history: Sequence[int], ranking: Ranking, k: int, cold: Sequence[int] = ()
+    ) -> Ranking:
+        """The top k of SASRec's candidates plus the text-picked cold ones by A-LLMRec's score, or SASRec's
+        top k (degraded) when the LLM does not answer in time."""
+        start, c = time.perf_counter(), self.config
+        reranked = Ranking([], "allmrec")
         window = tuple(int(i) for i in history[-c.history_window :])
-        key = scores_key(c.key_prefix, c.bundle_version, window, shown.tolist(), c.template_version)
-        t = time.perf_counter()
-        cached = await self.store.get_vector(key)
-        timing["cache"] = elapsed_ms(t)
-        if cached is not None and cached.shape == (len(shown),):  # the store counted the lookup
-            return Reranked(_best(shown, cached, ids, k), "allmrec", cache_hit=True)
-        t = time.perf_counter()
-        job = EncodeJob(window, None, tuple(int(c) for c in shown))
-        try:
-            row = await asyncio.wait_for(self.batcher.submit(key, job), c.timeout_s)
-        except TimeoutError:
-            self.metrics.fallbacks.labels("allmrec_llm_timeout").inc()
-            reason = f"A-LLMRec timed out after {c.timeout_s:g} s; SASRec order"
-            return Reranked(retrieved[:k], "sasrec", degraded_reason=reason)
-        except LoadShedError as err:
-            self.metrics.fallbacks.labels("allmrec_llm_shed").inc()
-            return Reranked(retrieved[:k], "sasrec", degraded_reason=f"{err}; SASRec order")
-        except BackendError as err:
-            self.metrics.fallbacks.labels("allmrec_llm_error").inc()
-            return Reranked(retrieved[:k], "sasrec", degraded_reason=f"{err}; SASRec order")
-        finally:
-            timing["llm"] = elapsed_ms(t)
-        scores = np.asarray(row[: len(shown)], dtype=np.float32)
-        await self.store.set_vector(key, scores)
-        return Reranked(_best(shown, scores, ids, k), "allmrec")
+        picks = self.cold_picks(window, cold)
+        if ranking.items or picks:
+            ids = np.array([i for i, _ in ranking.items] + picks, dtype=np.int64)
+            shown = ids[prompt_order(ids, c.seed)]  # the order the prompt lists them (as in training)
+            job = RankJob(window, tuple(int(i) for i in shown))
+            # cached by what SASRec and the prompt read: the history window and the candidates in prompt order
+            answer = await self.stage.run(
+                [c.template_version, c.scoring.mode, list(job.history), list(job.candidates)],
+                job,
+                lambda s: s.shape == shown.shape,
+            )
+            if answer.value is None:
+                reason = f"{answer.failure}; SASRec order"
+                reranked = Ranking(
+                    ranking.items[:k], "sasrec", degraded_reason=reason, timing_ms=answer.timing_ms
+                )
+            else:
+                sasrec = dict(ranking.items)  # SASRec's retrieval scores; cold items: their mean (neutral)
+                neutral = float(np.mean(list(sasrec.values()))) if sasrec else 0.0
+                sasrec |= {i: neutral for i in picks}
+                row = blend(answer.value[None], np.array([[sasrec[int(i)] for i in shown]]), c.scoring)[0]
+                items = _best(shown, row, ids, k)
+                reranked = Ranking(items, "allmrec", answer.cache_hit, timing_ms=answer.timing_ms)
+        timing = {**ranking.timing_ms, **reranked.timing_ms, "rerank": elapsed_ms(start)}
+        return dataclasses.replace(reranked, timing_ms=timing)
 
 
 def _best(shown: np.ndarray, scores: np.ndarray, retrieved: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -1,8 +1,9 @@
-"""Micro-batcher: concurrent requests for user vectors that arrive within a short window are run as one
-padded LLM forward in a worker thread, off the event loop, one batch at a time. Identical prompts in flight
-share one slot; a job whose every waiter gave up (timed out) is dropped before it runs. Load shedding: a new
-prompt whose expected wait (the queue ahead of it, costed by recent forward times) exceeds the budget is
-refused at once (LoadShedError), so the caller answers with its fallback instead of queueing to a timeout."""
+"""Micro-batcher: concurrent jobs (LLM prompts) that arrive within a short window are run as one call of a
+blocking batch function (one padded LLM forward) in a worker thread, off the event loop, one batch at a time.
+Generic over what a job and its result are. Identical prompts in flight share one slot; a job whose every
+waiter gave up (timed out) is dropped before it runs. Load shedding: a new prompt whose expected wait (the
+queue ahead of it, costed by recent forward times) exceeds the budget is refused at once (LoadShedError), so
+the caller answers with its fallback instead of queueing to a timeout."""
 
 from __future__ import annotations
 
@@ -13,43 +14,34 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import Any, Generic, TypeVar
 
 from app.errors import BackendError, LoadShedError
 
 log = logging.getLogger(__name__)
 COST_SMOOTHING = 0.3  # weight of the newest forward in the running mean of forward times per batch size
-
-
-@dataclass(frozen=True)
-class EncodeJob:
-    """What the LLM needs for one prompt: the history window (oldest first), its timestamps, and (A-LLMRec
-    ranking only) the candidates in prompt order."""
-
-    items: tuple[int, ...]
-    timestamps: tuple[float, ...] | None
-    candidates: tuple[int, ...] = ()
+Job = TypeVar("Job")
+Result = TypeVar("Result")
 
 
 @dataclass
-class _Slot:
+class _Slot(Generic[Job, Result]):
     key: str
-    job: EncodeJob
-    future: asyncio.Future[np.ndarray]
+    job: Job
+    future: asyncio.Future[Result]
     arrived: float
     waiters: int = 0
     running: bool = field(default=False)
 
 
-BatchFn = Callable[[Sequence[EncodeJob]], np.ndarray]  # jobs → (B, D), blocking
+BatchFn = Callable[[Sequence[Job]], Sequence[Result]]  # jobs → one result each, in order; blocking
 BatchHook = Callable[[int, float], None]  # (batch size, seconds)
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[Job, Result]):
     def __init__(
         self,
-        fn: BatchFn,
+        fn: BatchFn[Job, Result],
         window_s: float,
         max_batch_size: int,
         on_batch: BatchHook | None = None,
@@ -60,8 +52,8 @@ class MicroBatcher:
         self.shed_budget_s = shed_budget_s
         self._cost: dict[int, float] = {}  # batch size → smoothed seconds of one forward
         self._running: tuple[int, float] | None = None  # (size, perf_counter at start) of the forward
-        self._pending: list[_Slot] = []
-        self._slots: dict[str, _Slot] = {}
+        self._pending: list[_Slot[Job, Result]] = []
+        self._slots: dict[str, _Slot[Job, Result]] = {}
         self._has_work = asyncio.Event()
         self._full = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-forward")
@@ -70,9 +62,10 @@ class MicroBatcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="micro-batcher")
 
-    async def submit(self, key: str, job: EncodeJob) -> np.ndarray:
-        """The user vector for `job`; BackendError if the backend fails. Cancel-safe: a cancelled (timed
-        out) caller leaves the shared slot to other waiters, or drops it if it has not started."""
+    async def submit(self, key: str, job: Job) -> Result:
+        """The result of `job`, which `key` names (equal keys: one job); BackendError if the backend fails.
+        Cancel-safe: a cancelled (timed out) caller leaves the shared slot to other waiters, or drops it if it
+        has not started."""
         if self._task is None or self._task.done():
             raise BackendError("the micro-batcher is not running")
         slot = self._slots.get(key)
@@ -95,7 +88,7 @@ class MicroBatcher:
                 self._drop(slot)
 
     def expected_wait_s(self) -> float | None:
-        """Seconds until a prompt submitted now would have its vector: the rest of the running forward, the
+        """Seconds until a prompt submitted now would have its result: the rest of the running forward, the
         full batches queued ahead, then its own batch. None before the first forward (nothing to go by)."""
         if not self._cost:
             return None
@@ -129,7 +122,7 @@ class MicroBatcher:
         previous = self._cost.get(size)
         self._cost[size] = seconds if previous is None else previous + COST_SMOOTHING * (seconds - previous)
 
-    def _drop(self, slot: _Slot) -> None:
+    def _drop(self, slot: _Slot[Job, Result]) -> None:
         self._pending.remove(slot)
         self._slots.pop(slot.key, None)
         slot.future.cancel()
@@ -149,24 +142,25 @@ class MicroBatcher:
             if batch:
                 await self._run(batch)
 
-    async def _run(self, batch: list[_Slot]) -> None:
+    async def _run(self, batch: list[_Slot[Job, Result]]) -> None:
         for slot in batch:
             slot.running = True
         start = time.perf_counter()
         self._running = (len(batch), start)
         try:
             jobs = [slot.job for slot in batch]
-            vectors = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, jobs)
-            if len(vectors) != len(batch):
-                raise BackendError(f"backend returned {len(vectors)} vectors for {len(batch)} prompts")
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, jobs)
+            if len(results) != len(batch):
+                raise BackendError(f"backend returned {len(results)} results for {len(batch)} prompts")
         except Exception as err:  # the engine boundary: any backend failure becomes a fallback, not a 500
             log.warning("LLM batch of %d failed: %r", len(batch), err)
             for slot in batch:
-                _settle(slot, error=BackendError(f"LLM backend failed: {type(err).__name__}: {err}"))
+                _fail(slot, BackendError(f"LLM backend failed: {type(err).__name__}: {err}"))
         else:
             self._record_cost(len(batch), time.perf_counter() - start)
-            for slot, vector in zip(batch, vectors, strict=True):
-                _settle(slot, value=np.asarray(vector, dtype=np.float32))
+            for slot, result in zip(batch, results, strict=True):
+                if not slot.future.done():  # a closed batcher already failed it
+                    slot.future.set_result(result)
         finally:
             self._running = None
             for slot in batch:
@@ -181,22 +175,18 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for slot in [*self._pending, *self._slots.values()]:
-            _settle(slot, error=BackendError("the service is shutting down"))
+            _fail(slot, BackendError("the service is shutting down"))
         self._pending.clear()
         self._slots.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _settle(slot: _Slot, value: np.ndarray | None = None, error: Exception | None = None) -> None:
-    if slot.future.done():
-        return
-    if error is not None:
+def _fail(slot: _Slot[Any, Any], error: Exception) -> None:
+    if not slot.future.done():
         slot.future.set_exception(error)
-    else:
-        slot.future.set_result(value)  # type: ignore[arg-type]
 
 
-def _consume_exception(future: asyncio.Future[np.ndarray]) -> None:
+def _consume_exception(future: asyncio.Future[Any]) -> None:
     """Mark an exception as retrieved when every waiter already left (no 'never retrieved' warning)."""
     if not future.cancelled():
         future.exception()

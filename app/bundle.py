@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,12 @@ from torch import nn
 from app.domain import CatalogItem
 from app.errors import StartupError
 from models.allmrec import ALLMRecStage1, ALLMRecStage2, Stage1Config, Stage2Config
-from models.bundle import CATALOG_FILE, ITEM_VECTORS_FILE, LLM_DIR, POPULARITY_FILE, BundleError, Manifest
+from models.allmrec_scoring import ALLMRecScoring, GenreBlend
+from models.bundle import CATALOG_FILE, ITEM_VECTORS_FILE, POPULARITY_FILE, BundleError, Manifest
 from models.bundle_verify import load_verified_manifest
 from models.hybrid import HybridConfig
 from models.llmsrec import LLMSRec, LLMSRecConfig
+from models.manifest_parts import LLMSpec, allmrec_prompt
 from models.prompts import ALLMRecPromptConfig, PromptConfig
 from models.sasrec import SASRec, SASRecConfig
 
@@ -44,6 +46,12 @@ class Catalog:
     def get(self, item_id: int) -> CatalogItem | None:
         return self.items[item_id - 1] if 1 <= item_id <= len(self.items) else None
 
+    def cold_mask(self) -> np.ndarray:
+        """(n_items + 1,) bool: the cold items (`llmrec export add-items`: no CF row, text only)."""
+        out = np.zeros(self.n_items + 1, dtype=bool)
+        out[[item.item_id for item in self.items if item.cold]] = True
+        return out
+
     def genre_matrix(self) -> np.ndarray:
         """(n_items + 1, G) bool: item i has genre g; row 0 (padding) has none."""
         index = {g: j for j, g in enumerate(self.genres)}
@@ -61,6 +69,9 @@ class ALLMRecModel:
     stage1: ALLMRecStage1
     stage2: ALLMRecStage2
     prompt: ALLMRecPromptConfig
+    scoring: ALLMRecScoring = field(
+        default_factory=ALLMRecScoring
+    )  # how title likelihoods become candidate scores
 
 
 @dataclass
@@ -73,6 +84,9 @@ class GenreModel:
     stage2: ALLMRecStage2
     prompt: ALLMRecPromptConfig
     template_version: str
+    blend: GenreBlend = field(
+        default_factory=GenreBlend
+    )  # the LLM's genre scores with the history's genre shares
 
 
 @dataclass
@@ -90,6 +104,7 @@ class ServingBundle:
     genre: GenreModel | None = None  # None without an A-LLMRec genre part
     allmrec: ALLMRecModel | None = None  # None without an A-LLMRec recommendation part
     hybrid: HybridConfig | None = None  # None without a hybrid part (LLM-SRec blended with SASRec)
+    llm: LLMSpec | None = None  # the manifest's LLM record; None without LLM-based models
 
     @property
     def version(self) -> str:
@@ -104,10 +119,9 @@ class ServingBundle:
         """Where the LLM lives: the override, the bundle's llm/ directory, or the manifest's path / HF id."""
         if override:
             return override
-        if self.manifest.llm is None:
+        if self.llm is None:
             raise StartupError(f"bundle {self.root} has no llm section; it cannot serve LLM-SRec")
-        path = str(self.manifest.llm["path"])
-        return str(self.root / LLM_DIR) if path == LLM_DIR else path
+        return self.llm.location(self.root)
 
 
 def verify(bundle_dir: Path) -> Manifest:
@@ -142,14 +156,16 @@ def _read_catalog(path: Path, genres: tuple[str, ...]) -> Catalog:
                     str(row["title"]),
                     None if row.get("year") is None else int(row["year"]),
                     tuple(str(g) for g in row.get("genres") or ()),
+                    row.get("cold") is True,
                 )
             )
     vocab = genres or tuple(sorted({g for item in items for g in item.genres}))
     return Catalog(tuple(items), vocab)
 
 
-def _load_allmrec(root: Path, name: str, raw: dict[str, Any], device: str) -> ALLMRecModel:
+def _load_allmrec(root: Path, manifest: Manifest, name: str, device: str) -> ALLMRecModel:
     """Stage 1 and stage 2 of the bundle's `name` part (allmrec or allmrec_genre), frozen on `device`."""
+    raw = manifest.configs[name]
     stage1 = ALLMRecStage1(_config(Stage1Config, dict(raw["stage1"])))
     _load_weights(stage1, root / name / "stage1.safetensors", "cpu")
     stage2 = ALLMRecStage2(_config(Stage2Config, dict(raw["stage2"])))
@@ -157,18 +173,21 @@ def _load_allmrec(root: Path, name: str, raw: dict[str, Any], device: str) -> AL
     return ALLMRecModel(
         stage1=stage1.to(device).eval().requires_grad_(False),
         stage2=stage2.to(device).eval().requires_grad_(False),
-        prompt=_config(ALLMRecPromptConfig, dict(raw["prompt"])),
+        prompt=allmrec_prompt(manifest, name),
+        scoring=_config(ALLMRecScoring, dict(raw.get("scoring") or {})),  # absent in older bundles
     )
 
 
-def _load_genre(root: Path, raw: dict[str, Any], device: str) -> GenreModel:
-    part = _load_allmrec(root, "allmrec_genre", raw, device)
+def _load_genre(root: Path, manifest: Manifest, device: str) -> GenreModel:
+    part = _load_allmrec(root, manifest, "allmrec_genre", device)
+    raw = manifest.configs["allmrec_genre"]
     return GenreModel(
         genres=tuple(str(g) for g in raw["genres"]),
         stage1=part.stage1,
         stage2=part.stage2,
         prompt=part.prompt,
         template_version=str(raw["genre_template_version"]),
+        blend=_config(GenreBlend, dict(raw.get("blend") or {})),  # absent in older bundles: the LLM alone
     )
 
 
@@ -177,27 +196,22 @@ def load_bundle(bundle_dir: Path, manifest: Manifest, device: str) -> ServingBun
     root = Path(bundle_dir)
     sasrec = SASRec(_config(SASRecConfig, dict(manifest.configs["sasrec"])))
     _load_weights(sasrec, root / "sasrec" / "model.safetensors", "cpu")
-    heads, item_vectors, prompt = None, None, None
+    heads, item_vectors, prompt, llm = None, None, None, LLMSpec.of(manifest)
     if "llmsrec" in manifest.models:
         heads = LLMSRec(_config(LLMSRecConfig, dict(manifest.configs["llmsrec"])))
         _load_weights(heads, root / "llmsrec" / "heads.safetensors", "cpu")
         heads = heads.to(device).eval()
         item_vectors = np.load(root / ITEM_VECTORS_FILE, allow_pickle=False).astype(np.float32)
-        llm = manifest.llm or {}
-        prompt = PromptConfig(
-            verb=manifest.dataset.verb,
-            noun=manifest.dataset.noun,
-            history_len=int(llm["history_len"]),
-            max_title_tokens=int(llm["max_title_tokens"]),
-            version=str(llm["prompt_template_version"]),
-        )
+        if llm is None:
+            raise StartupError(f"bundle {root} has llmsrec but no llm section")  # verify refuses it first
+        prompt = llm.prompt(manifest)
     popularity = np.load(root / POPULARITY_FILE, allow_pickle=False).astype(np.float32)
     catalog = _read_catalog(root / CATALOG_FILE, manifest.dataset.genres)
     genre, allmrec = None, None
     if "allmrec_genre" in manifest.models:
-        genre = _load_genre(root, dict(manifest.configs["allmrec_genre"]), device)
+        genre = _load_genre(root, manifest, device)
     if "allmrec" in manifest.models:
-        allmrec = _load_allmrec(root, "allmrec", dict(manifest.configs["allmrec"]), device)
+        allmrec = _load_allmrec(root, manifest, "allmrec", device)
     hybrid = HybridConfig.from_dict(manifest.configs["hybrid"]) if "hybrid" in manifest.models else None
     log.info("bundle %s: %d items, models %s", manifest.bundle_version, catalog.n_items, manifest.models)
     return ServingBundle(
@@ -212,4 +226,5 @@ def load_bundle(bundle_dir: Path, manifest: Manifest, device: str) -> ServingBun
         genre,
         allmrec,
         hybrid,
+        llm,
     )

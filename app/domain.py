@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
+
+from annotated_types import Ge, Le
 
 ModelName = Literal["llmsrec", "hybrid", "allmrec", "sasrec"]
 Strategy = Literal["llmsrec", "hybrid", "allmrec", "sasrec", "popularity"]
@@ -45,18 +47,45 @@ class RankedItem:
     score: float
 
 
-@dataclass
-class Recommendation:
-    items: list[RankedItem]
+@dataclass(frozen=True)
+class RequestLimits:
+    """Sizes a request may have: env LLMREC_<FIELD> (e.g. LLMREC_MAX_HISTORY); the bounds are checked when
+    app.settings reads them."""
+
+    # how app.settings (pydantic) validates this group: no unknown field, the docstrings as descriptions
+    __pydantic_config__: ClassVar[dict[str, object]] = {"extra": "forbid", "use_attribute_docstrings": True}
+
+    max_history: Annotated[int, Ge(1), Le(10_000)] = 1_000
+    """Most events in a request's history (longer → 422)."""
+    max_events: Annotated[int, Ge(1), Le(10_000)] = 1_000
+    """Most events in one events POST (more → 422)."""
+    max_body_bytes: Annotated[int, Ge(1024), Le(64 * 1024 * 1024)] = 256 * 1024
+    """Largest accepted request body (larger → 413)."""
+
+
+@dataclass(frozen=True)
+class ResponseMeta:
+    """What every answer computed from a history reports besides its result: which bundle, whether the
+    LLM's answer came from the cache, what degraded and why, what was skipped and how long each stage took."""
+
     bundle_version: str
-    strategy: Strategy
     cache_hit: bool
-    degraded: bool
-    degraded_reason: str | None
-    unknown_items: list[int]
-    history_length: int
+    degraded_reason: str | None  # None: nothing degraded
+    unknown_items: list[int]  # history items unknown to the bundle (skipped), sorted
+    history_length: int  # known history items used
     history_source: HistorySource
     timing_ms: dict[str, float]
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    items: list[RankedItem]
+    strategy: Strategy
+    meta: ResponseMeta
 
 
 @dataclass(frozen=True)
@@ -66,6 +95,7 @@ class CatalogItem:
     title: str
     year: int | None
     genres: tuple[str, ...]
+    cold: bool = False  # added by `llmrec export add-items`: no interactions, only A-LLMRec ranks it
 
 
 @dataclass(frozen=True)

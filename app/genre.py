@@ -1,32 +1,36 @@
-"""The favourite-genre pipeline behind /v1/explain/genre: resolve history → split known items → cache →
-micro-batched A-LLMRec genre prompt (ranked genres + one generated sentence); the history's genre counts
-(degraded) when the LLM fails, times out or the bundle has no genre model; genre popularity for an empty
-history. Framework-free: no HTTP, no pydantic."""
+"""/v1/explain/genre: history (body or store) → the A-LLMRec genre prompt through the LLM stage (a score per
+genre, cached by the history it reads), blended with the history's own genre shares as the bundle says
+(weight chosen on validation) → the top genres, and a sentence written from that ranked list, so the two
+always agree. The history's genre counts answer (degraded) when the LLM fails, times out or the bundle has no
+genre model; genre popularity answers an empty history. Framework-free: no HTTP, no pydantic."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
 from app.backends.base import LLMBackend
-from app.batcher import EncodeJob, MicroBatcher
+from app.batcher import BatchFn
 from app.bundle import ServingBundle
-from app.cache import Store, vector_key
-from app.domain import Event, HistorySource
-from app.errors import BackendError, InvalidRequestError, LoadShedError
-from app.metrics import Metrics, elapsed_ms
-from app.pipeline import PipelineLimits, RecommendService, resolve_history
+from app.cache import json_codec
+from app.domain import Event, ResponseMeta
+from app.errors import InvalidRequestError
+from app.history import Histories
+from app.llm_stage import LLMStage, StageSpec
+from app.metrics import elapsed_ms
+from models.allmrec_genre import genre_sentence
+from models.allmrec_scoring import blend_genre_scores, history_genre_shares
+from models.prompts import ALLMRecPromptConfig
 
 GenreSource = Literal["allmrec", "history_counts", "popularity"]
-# Scores and the sentence travel as one float32 row (scores, byte count, UTF-8 bytes), so the shared
-# micro-batcher and the vector cache carry them unchanged.
-EXPLANATION_BYTES = 1024
+COUNTS_FALLBACK = "genre counts of the history"  # what answers when the LLM does not
+# The sentence's lead per source; the genres it names are always the answer's list, in order.
+COUNTS_LEAD = "Most frequent genres in this history:"
+POPULAR_LEAD = "No known history; the most popular genres overall:"
 
 
 @dataclass(frozen=True)
@@ -42,35 +46,64 @@ class RankedGenre:
     score: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenreExplanation:
     genres: list[RankedGenre]
     explanation: str
     source: GenreSource
-    bundle_version: str
-    cache_hit: bool
-    degraded: bool
-    degraded_reason: str | None
-    unknown_items: list[int]
-    history_length: int
-    history_source: HistorySource
-    timing_ms: dict[str, float]
+    meta: ResponseMeta
 
 
-def pack_result(scores: np.ndarray, text: str) -> np.ndarray:
-    """(G + 1 + EXPLANATION_BYTES,) float32: scores, the sentence's byte count, its UTF-8 bytes (cut)."""
-    raw = text.encode("utf-8")[:EXPLANATION_BYTES]
-    row = np.zeros(len(scores) + 1 + EXPLANATION_BYTES, dtype=np.float32)
-    row[: len(scores)] = scores
-    row[len(scores)] = len(raw)
-    row[len(scores) + 1 : len(scores) + 1 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
-    return row
+@dataclass(frozen=True)
+class GenreJob:
+    """What the LLM needs for one genre prompt: the history window, oldest first."""
+
+    items: tuple[int, ...]
 
 
-def unpack_result(row: np.ndarray, n_genres: int) -> tuple[np.ndarray, str]:
-    n = int(row[n_genres])
-    raw = row[n_genres + 1 : n_genres + 1 + n].astype(np.uint8).tobytes()
-    return row[:n_genres].astype(np.float64), raw.decode("utf-8", errors="ignore")
+@dataclass(frozen=True)
+class GenreAnswer:
+    """The LLM's genre prompt answer: a score per genre of the bundle's vocabulary (mean token
+    log-likelihood, higher = likelier)."""
+
+    scores: tuple[float, ...]
+
+
+def _answer_json(answer: GenreAnswer) -> dict[str, Any]:
+    return {"scores": list(answer.scores)}
+
+
+def _answer(raw: Any) -> GenreAnswer:
+    return GenreAnswer(tuple(float(s) for s in raw["scores"]))
+
+
+GENRE_ANSWERS = StageSpec(
+    kind="genre", label="genre_llm", what="LLM", codec=json_codec("genre", _answer_json, _answer)
+)
+
+
+@dataclass(frozen=True)
+class ScoredGenres:
+    """Scores over the genre vocabulary (G,), the sentence's lead (None: the genre prompt's own), and how they
+    were obtained."""
+
+    scores: np.ndarray
+    lead: str | None
+    source: GenreSource
+    cache_hit: bool = False
+    degraded_reason: str | None = None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+
+def genre_answers_fn(backend: LLMBackend) -> BatchFn[GenreJob, GenreAnswer]:
+    """The LLM stage's blocking batch function: one backend call for the whole batch, an answer per job."""
+
+    def run(jobs: Sequence[GenreJob]) -> list[GenreAnswer]:
+        scores, _ = backend.explain_genres([list(j.items) for j in jobs])  # the sentence comes from the list
+        rows = np.asarray(scores, dtype=np.float32)  # (B, G)
+        return [GenreAnswer(tuple(float(s) for s in row)) for row in rows]
+
+    return run
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -78,50 +111,15 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return z / z.sum()
 
 
-def genre_batch_fn(backend: LLMBackend) -> Callable[[Sequence[EncodeJob]], np.ndarray]:
-    """The micro-batcher's blocking function: one backend call for the whole batch, packed rows out."""
-
-    def run(jobs: Sequence[EncodeJob]) -> np.ndarray:
-        scores, texts = backend.explain_genres([list(j.items) for j in jobs])
-        return np.stack([pack_result(s, t) for s, t in zip(scores, texts, strict=True)])
-
-    return run
-
-
-def build_genre_service(
-    service: RecommendService,
-    window_s: float,
-    max_batch_size: int,
-    stack: AsyncExitStack,
-    shed_budget_s: float = 0.0,
-) -> GenreService:
-    """The genre service next to the recommend one (same bundle, store, backend, limits); its own
-    micro-batcher (closed by `stack`) when the bundle has a genre model and an LLM backend runs."""
-    batcher = None
-    if service.bundle.genre is not None and service.backend is not None:
-        batcher = MicroBatcher(
-            genre_batch_fn(service.backend),
-            window_s,
-            max_batch_size,
-            on_batch=service.metrics.llm_batch,
-            shed_budget_s=shed_budget_s,
-        )
-        batcher.start()
-        stack.push_async_callback(batcher.close)
-    return GenreService(service.bundle, service.store, batcher, service.metrics, service.limits)
-
-
 class GenreService:
     def __init__(
         self,
         bundle: ServingBundle,
-        store: Store,
-        batcher: MicroBatcher | None,
-        metrics: Metrics,
-        limits: PipelineLimits,
+        histories: Histories,
+        stage: LLMStage[GenreJob, GenreAnswer] | None,
     ) -> None:
-        self.bundle, self.store, self.batcher = bundle, store, batcher
-        self.metrics, self.limits = metrics, limits
+        """stage: the genre prompt; None without a genre model or an LLM backend (then counts answer)."""
+        self.bundle, self.histories, self.stage = bundle, histories, stage
         self.genres = bundle.genre.genres if bundle.genre is not None else bundle.catalog.genres
         index = {g: j for j, g in enumerate(self.genres)}
         self.matrix = np.zeros((bundle.catalog.n_items + 1, len(self.genres)), dtype=np.float64)  # (n+1, G)
@@ -129,92 +127,62 @@ class GenreService:
             self.matrix[item.item_id, [index[g] for g in item.genres if g in index]] = 1.0
         popular = bundle.popularity.astype(np.float64) @ self.matrix  # (G,)
         self.popular = popular / max(popular.sum(), 1.0)
+        self.prompt = bundle.genre.prompt if bundle.genre is not None else ALLMRecPromptConfig()
 
     async def explain(self, q: GenreQuery) -> GenreExplanation:
-        start, timing = time.perf_counter(), dict[str, float]()
         if not self.genres:
             raise InvalidRequestError(f"bundle {self.bundle.version} has no genre vocabulary")
         if q.top_n < 1:
             raise InvalidRequestError("top_n must be >= 1")
-        history, source, problem = await resolve_history(
-            self.store, self.limits, self.metrics, q.user_id, q.history, "genres by popularity"
-        )
-        known = [e.item_id for e in history if self.bundle.catalog.get(e.item_id) is not None]
-        unknown = sorted({e.item_id for e in history} - set(known))
-        scores, text, how, hit, reason = await self._scores(known, timing)
-        reason = reason or problem
-        order = np.argsort(-scores, kind="stable")[: q.top_n]
-        timing["total"] = elapsed_ms(start)
+        start = time.perf_counter()
+        history = await self.histories.resolve(q.user_id, q.history, "genres by popularity")
+        scored = await self._scores(history.known_ids)
+        order = np.argsort(-scored.scores, kind="stable")[: q.top_n]
+        names = [self.genres[g] for g in order]
         return GenreExplanation(
-            genres=[RankedGenre(self.genres[g], round(float(scores[g]), 6)) for g in order],
-            explanation=text,
-            source=how,
-            bundle_version=self.bundle.version,
-            cache_hit=hit,
-            degraded=reason is not None,
-            degraded_reason=reason,
-            unknown_items=unknown,
-            history_length=len(known),
-            history_source=source,
-            timing_ms=timing,
+            genres=[
+                RankedGenre(n, round(float(scored.scores[g]), 6)) for g, n in zip(order, names, strict=True)
+            ],
+            explanation=genre_sentence(names, self.prompt, scored.lead),
+            source=scored.source,
+            meta=ResponseMeta(
+                bundle_version=self.bundle.version,
+                cache_hit=scored.cache_hit,
+                degraded_reason=scored.degraded_reason or history.problem,
+                unknown_items=history.unknown,
+                history_length=len(history.known),
+                history_source=history.source,
+                timing_ms={**scored.timing_ms, "total": elapsed_ms(start)},
+            ),
         )
 
-    async def _scores(
-        self, known: list[int], timing: dict[str, float]
-    ) -> tuple[np.ndarray, str, GenreSource, bool, str | None]:
-        """(scores (G,), sentence, source, cache hit, degraded reason)."""
+    async def _scores(self, known: list[int]) -> ScoredGenres:
+        """The genre scores and sentence: genre popularity for an empty history, else the LLM's (softmax of
+        its scores), else the history's genre counts (degraded)."""
         if not known:
-            return (
-                self.popular,
-                "No known history: the most popular genres overall.",
-                "popularity",
-                False,
-                None,
-            )
-        if self.batcher is None or self.bundle.genre is None:
-            reason = f"bundle {self.bundle.version} has no A-LLMRec genre model; genre counts of the history"
-            return (*self._counts(known), "history_counts", False, reason)
-        window = tuple(known[-self.bundle.genre.prompt.history_len :])
-        version = f"{self.bundle.genre.template_version}:genre"
-        key = vector_key(self.limits.key_prefix, self.bundle.version, window, None, version)
-        t = time.perf_counter()
-        row = await self.store.get_vector(key)
-        timing["cache"] = elapsed_ms(t)
-        hit = row is not None and row.shape == (len(self.genres) + 1 + EXPLANATION_BYTES,)
-        if row is None or not hit:  # the store counted the lookup
-            row, failure = await self._run_llm(key, window, timing)
-            if row is None:
-                return (*self._counts(known), "history_counts", False, failure)
-            await self.store.set_vector(key, row)
-        scores, text = unpack_result(row, len(self.genres))
-        return softmax(scores), text, "allmrec", hit, None
-
-    async def _run_llm(
-        self, key: str, window: tuple[int, ...], timing: dict[str, float]
-    ) -> tuple[np.ndarray | None, str | None]:
-        assert self.batcher is not None
-        t = time.perf_counter()
-        try:
-            job = EncodeJob(window, None)
-            return await asyncio.wait_for(self.batcher.submit(key, job), self.limits.llm_timeout_s), None
-        except TimeoutError:
-            self.metrics.fallbacks.labels("genre_llm_timeout").inc()
-            return None, f"LLM timed out after {self.limits.llm_timeout_s:g} s; genre counts of the history"
-        except LoadShedError as err:
-            self.metrics.fallbacks.labels("genre_llm_shed").inc()
-            return None, f"{err}; genre counts of the history"
-        except BackendError as err:
-            self.metrics.fallbacks.labels("genre_llm_error").inc()
-            return None, f"{err}; genre counts of the history"
-        finally:
-            timing["llm"] = elapsed_ms(t)
-
-    def _counts(self, known: Sequence[int]) -> tuple[np.ndarray, str]:
-        """Share of the known history items having each genre, and a sentence naming the top three."""
-        counts = self.matrix[np.asarray(known, dtype=np.int64)].sum(0)  # (G,)
-        top = [g for g in np.argsort(-counts, kind="stable")[:3] if counts[g] > 0]
-        named = ", ".join(f"{self.genres[g]} ({int(counts[g])} of {len(known)})" for g in top)
-        text = (
-            f"Most frequent genres in this history: {named}." if top else "No genre on this history's items."
+            return ScoredGenres(self.popular, POPULAR_LEAD, "popularity")
+        if self.stage is None or self.bundle.genre is None:
+            reason = f"bundle {self.bundle.version} has no A-LLMRec genre model; {COUNTS_FALLBACK}"
+            return self._counts(known, reason)
+        genre = self.bundle.genre
+        window = known[-genre.prompt.history_len :]
+        answer = await self.stage.run(
+            [genre.template_version, window],
+            GenreJob(tuple(window)),
+            lambda a: len(a.scores) == len(self.genres),
         )
-        return counts / len(known), text
+        if answer.value is None:
+            return self._counts(known, f"{answer.failure}; {COUNTS_FALLBACK}", answer.timing_ms)
+        llm = np.asarray(answer.value.scores, dtype=np.float64)[None]  # (1, G)
+        shares = history_genre_shares([known], self.matrix)  # (1, G)
+        scores = softmax(blend_genre_scores(llm, shares, genre.blend)[0])
+        return ScoredGenres(scores, None, "allmrec", answer.cache_hit, None, answer.timing_ms)
+
+    def _counts(
+        self, known: Sequence[int], reason: str, timing_ms: dict[str, float] | None = None
+    ) -> ScoredGenres:
+        """Share of the known history items having each genre."""
+        counts = self.matrix[np.asarray(known, dtype=np.int64)].sum(0)  # (G,)
+        return ScoredGenres(
+            counts / len(known), COUNTS_LEAD, "history_counts", False, reason, timing_ms or {}
+        )

@@ -1,29 +1,35 @@
 """`create_app(settings)`: verify the bundle (refuse a bad one at once), then in the lifespan build the heavy
-parts — bundle weights, store, LLM backend, micro-batcher, rankers — and close them in reverse order."""
+parts — bundle weights, store, LLM backend, the LLM stages (each with its micro-batcher), rankers — and close
+them in reverse order."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI
 
-from app.allmrec import ALLMRecReranker, RerankConfig, rank_batch_fn
+from app.allmrec import CANDIDATE_SCORES, ALLMRecReranker, RerankConfig, candidate_scores_fn
 from app.backends.base import LLMBackend, create_backend
-from app.batcher import EncodeJob, MicroBatcher
+from app.batcher import BatchFn
 from app.bundle import ServingBundle, load_bundle, verify
 from app.cache import Store
-from app.errors import install_error_handlers
-from app.genre import build_genre_service
+from app.encoding import USER_VECTORS, UserEncoder, UserJob, user_vectors_fn
+from app.error_handlers import install_error_handlers
+from app.genre import GENRE_ANSWERS, GenreAnswer, GenreJob, GenreService, genre_answers_fn
+from app.history import Histories
+from app.llm_stage import LLMStage, StageSpec
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.openapi import install_openapi
-from app.pipeline import PipelineLimits, RecommendService
+from app.pipeline import RecommendService
 from app.retrieval import CandidateFilter, PopularityRanker, Ranker
 from app.routes import explain, items, ops, page, recommend, users
 from app.settings import Settings
@@ -33,6 +39,8 @@ from models.hybrid import hybrid_item_table
 
 log = logging.getLogger(__name__)
 __version__ = "0.1.0"
+Job = TypeVar("Job")
+Result = TypeVar("Result")
 
 
 def create_app(settings: Settings, *, backend: LLMBackend | None = None) -> FastAPI:
@@ -44,14 +52,8 @@ def create_app(settings: Settings, *, backend: LLMBackend | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app.state.service = await build_service(settings, manifest, metrics, backend, stack)
-            app.state.genre_service = build_genre_service(
-                app.state.service,
-                settings.batch_window_ms / 1000.0,
-                settings.max_batch_size,
-                stack,
-                settings.llm_shed_budget_s,
-            )
+            services = await build_services(settings, manifest, metrics, backend, stack)
+            app.state.service, app.state.genre_service = services
             log.info("serving bundle %s", manifest.bundle_version)
             yield
             app.state.service = app.state.genre_service = None
@@ -70,73 +72,117 @@ def create_app(settings: Settings, *, backend: LLMBackend | None = None) -> Fast
         app.include_router(router)
     # the app's own routes (docs, schema) and ours with their full paths: the metrics' route labels
     routes = [*app.router.routes, *(route for router in routers for route in router.routes)]
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, routes=routes)  # added last: outermost
     install_openapi(app, settings, manifest)
     return app
 
 
-async def build_service(
+async def build_services(
     settings: Settings,
     manifest: Manifest,
     metrics: Metrics,
     backend: LLMBackend | None,
     stack: AsyncExitStack,
-) -> RecommendService:
+) -> tuple[RecommendService, GenreService]:
     """Everything heavy, each registered on `stack` right after it is built (so it closes in reverse)."""
     device = settings.resolved_device()
     bundle = await asyncio.to_thread(load_bundle, settings.bundle, manifest, device)
-    store = create_store(
-        settings.redis_url,
-        settings.redis_prefix,
-        timeout_s=settings.redis_timeout_s,
-        retry_after_s=settings.redis_retry_after_s,
-        max_connections=settings.redis_max_connections,
-        ttl_s=settings.cache_ttl_s,
-        history_ttl_s=settings.history_ttl_s,
-        max_entries=settings.cache_max_entries,
-        l1_max_entries=settings.l1_cache_max_entries,
-        l1_ttl_s=settings.l1_cache_ttl_s,
-        cluster=settings.redis_cluster,
-        on_error=metrics.store_error,
-        on_lookup=metrics.cache_lookup,
+    store = await _open_store(settings, metrics, stack)
+    if bundle.heads is None:  # a SASRec-only bundle needs no LLM
+        backend = None
+    elif backend is None:
+        backend = await _own_backend(settings, bundle, device, stack)
+    llm = _llm_parts(backend, bundle, store, metrics, settings, stack)
+    histories = Histories(store, bundle.catalog, settings.limits, metrics, bundle.window)
+    service = RecommendService(
+        bundle,
+        histories,
+        UserEncoder(bundle, llm.user),
+        _rankers(bundle, settings, device),
+        PopularityRanker(bundle.popularity, device),
+        CandidateFilter(
+            bundle.catalog.n_items,
+            bundle.catalog.genres,
+            bundle.catalog.genre_matrix(),
+            device,
+            cold=bundle.catalog.cold_mask(),
+        ),
+        metrics,
+        store=store,
+        backend=backend,
+        allmrec=llm.allmrec,
+        default_model=settings.default_model,
     )
+    return service, GenreService(bundle, histories, llm.genre)
+
+
+@dataclass(frozen=True)
+class LLMParts:
+    """What the service asks of the LLM, each an LLM stage: LLM-SRec's user vectors, A-LLMRec's re-ranking
+    and its genre answers (None: not served)."""
+
+    user: LLMStage[UserJob, np.ndarray] | None = None
+    allmrec: ALLMRecReranker | None = None
+    genre: LLMStage[GenreJob, GenreAnswer] | None = None
+
+
+def _llm_parts(
+    backend: LLMBackend | None,
+    bundle: ServingBundle,
+    store: Store,
+    metrics: Metrics,
+    settings: Settings,
+    stack: AsyncExitStack,
+) -> LLMParts:
+    """The LLM stages over `backend` (each started, and closed by `stack`); A-LLMRec's only with its part."""
+    if backend is None:
+        return LLMParts()
+
+    def stage(spec: StageSpec[Result], fn: BatchFn[Job, Result]) -> LLMStage[Job, Result]:
+        built = LLMStage(
+            spec,
+            fn,
+            store,
+            metrics,
+            settings.llm_stage,
+            key_prefix=settings.redis.prefix,
+            bundle_version=bundle.version,
+        )
+        built.start()
+        stack.push_async_callback(built.close)
+        return built
+
+    user = stage(USER_VECTORS, user_vectors_fn(backend))
+    allmrec = None
+    if bundle.allmrec is not None:
+        allmrec = ALLMRecReranker(
+            stage(CANDIDATE_SCORES, candidate_scores_fn(backend)),
+            _rerank_config(bundle, settings),
+            text_emb=bundle.allmrec.stage1.text_emb,
+        )
+    genre = stage(GENRE_ANSWERS, genre_answers_fn(backend)) if bundle.genre is not None else None
+    return LLMParts(user, allmrec, genre)
+
+
+async def _open_store(settings: Settings, metrics: Metrics, stack: AsyncExitStack) -> Store:
+    """Redis behind the in-process L1 (or the in-process store alone); an unreachable Redis is a warning."""
+    store = create_store(settings.redis, settings.cache, metrics.store_error, metrics.cache_lookup)
     stack.push_async_callback(store.close)
-    if settings.redis_url and not await store.ping():
-        where = urlsplit(settings.redis_url)
+    if settings.redis.url and not await store.ping():
+        where = urlsplit(settings.redis.url)
         log.warning(
             "Redis at %s:%s is unreachable; serving without it until it answers", where.hostname, where.port
         )
-    batcher, allmrec = None, None
-    if bundle.heads is not None:
-        backend = backend or await _own_backend(settings, bundle, device, stack)
-        batcher = _batcher(backend, settings, metrics)
-        stack.push_async_callback(batcher.close)
-        if bundle.allmrec is not None:
-            allmrec = _allmrec_reranker(bundle, store, backend, settings, metrics, stack)
-    rankers = _rankers(bundle, settings, device)
-    return RecommendService(
-        bundle=bundle,
-        store=store,
-        backend=backend if bundle.heads is not None else None,
-        batcher=batcher,
-        rankers=rankers,
-        popularity=PopularityRanker(bundle.popularity, device),
-        candidates=CandidateFilter(
-            bundle.catalog.n_items, bundle.catalog.genres, bundle.catalog.genre_matrix(), device
-        ),
-        metrics=metrics,
-        limits=PipelineLimits(
-            settings.llm_timeout_s, settings.max_history, settings.max_events, settings.redis_prefix
-        ),
-        allmrec=allmrec,
-        default_model=settings.default_model,
-    )
+    return store
 
 
 async def _own_backend(
     settings: Settings, bundle: ServingBundle, device: str, stack: AsyncExitStack
 ) -> LLMBackend:
+    options: dict[str, Any] = {}  # settings only one backend reads, passed as its keyword options
+    if settings.llm_backend == "vllm":
+        options = dataclasses.asdict(settings.vllm)
     backend = await asyncio.to_thread(
         create_backend,
         settings.llm_backend,
@@ -144,73 +190,25 @@ async def _own_backend(
         device=device,
         dtype=settings.llm_dtype,
         llm_path=settings.llm_path,
-        options=_backend_options(settings),
+        options=options,
     )
     stack.callback(backend.close)
     return backend
 
 
-def _backend_options(settings: Settings) -> dict[str, Any]:
-    """Settings only one backend reads, passed as its keyword options."""
-    if settings.llm_backend == "vllm":
-        return {
-            "gpu_memory_utilization": settings.vllm_gpu_memory_utilization,
-            "max_model_len": settings.vllm_max_model_len,
-            "hf_scoring": settings.vllm_hf_scoring,
-            "generate_url": settings.vllm_generate_url,
-            "generate_model": settings.vllm_generate_model,
-        }
-    return {}
-
-
-def _batcher(backend: LLMBackend, settings: Settings, metrics: Metrics) -> MicroBatcher:
-    def encode(jobs: Sequence[EncodeJob]) -> np.ndarray:
-        return backend.encode_users([j.items for j in jobs], [j.timestamps for j in jobs])
-
-    batcher = MicroBatcher(
-        encode,
-        settings.batch_window_ms / 1000.0,
-        settings.max_batch_size,
-        on_batch=metrics.llm_batch,
-        shed_budget_s=settings.llm_shed_budget_s,
-    )
-    batcher.start()
-    return batcher
-
-
-def _allmrec_reranker(
-    bundle: ServingBundle,
-    store: Store,
-    backend: LLMBackend,
-    settings: Settings,
-    metrics: Metrics,
-    stack: AsyncExitStack,
-) -> ALLMRecReranker:
-    """model=allmrec: its own micro-batcher (closed by `stack`) over the backend's candidate scoring."""
+def _rerank_config(bundle: ServingBundle, settings: Settings) -> RerankConfig:
     assert bundle.allmrec is not None
-    width = settings.allmrec_candidates
-    batcher = MicroBatcher(
-        rank_batch_fn(backend, width),
-        settings.batch_window_ms / 1000.0,
-        settings.max_batch_size,
-        on_batch=metrics.llm_batch,
-        shed_budget_s=settings.llm_shed_budget_s,
-    )
-    batcher.start()
-    stack.push_async_callback(batcher.close)
-    config = RerankConfig(
-        bundle_version=bundle.version,
-        history_window=max(bundle.sasrec.config.max_len, bundle.allmrec.prompt.history_len),
+    return RerankConfig(
         template_version=bundle.allmrec.prompt.version,
-        n_candidates=width,
-        timeout_s=settings.llm_timeout_s,
-        key_prefix=settings.redis_prefix,
+        n_candidates=settings.allmrec_candidates,
+        history_window=max(bundle.sasrec.config.max_len, bundle.allmrec.prompt.history_len),
+        scoring=bundle.allmrec.scoring,
+        cold_candidates=settings.allmrec_cold_candidates,
     )
-    return ALLMRecReranker(store, batcher, metrics, config)
 
 
 def _rankers(bundle: ServingBundle, settings: Settings, device: str) -> dict[str, Ranker]:
-    """One ranker per item table: LLM-SRec item vectors, SASRec item embeddings (the fallback) and, for the
+    """One ranker per user vector: LLM-SRec item vectors, SASRec item embeddings (the fallback) and, for the
     hybrid, both side by side."""
     tables = {"sasrec": bundle.sasrec.item_embeddings().detach().float().cpu().numpy()}
     if bundle.item_vectors is not None:

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import envelope
+from app.error_handlers import envelope
 from app.metrics import Metrics
 
 REQUEST_ID_HEADER = "x-request-id"

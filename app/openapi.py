@@ -44,9 +44,9 @@ def contract(settings: Settings, manifest: Manifest, service: RecommendService |
         allmrec_default=allmrec_default,
         allmrec_candidates=settings.allmrec_candidates,
         genres=tuple(genres),
-        max_history=settings.max_history,
-        max_events=settings.max_events,
-        max_body_bytes=settings.max_body_bytes,
+        max_history=settings.limits.max_history,
+        max_events=settings.limits.max_events,
+        max_body_bytes=settings.limits.max_body_bytes,
         api_keys=bool(settings.api_keys),
         metrics_public=settings.metrics_public,
     )

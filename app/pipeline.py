@@ -1,269 +1,155 @@
-"""The recommend pipeline as named stages over app.domain values: resolve history → split known items →
-candidate mask → user vector (cache, micro-batched LLM, SASRec fallback; the hybrid joins LLM-SRec's and
-SASRec's) → retrieve + rank (→ A-LLMRec re-rank of SASRec's candidates for model=allmrec) → respond.
-Also stored histories and catalog look-ups. Framework-free: no HTTP, no pydantic."""
+"""/v1/recommend as named stages over app.domain values: validate (the model, before any I/O) → history
+(body or store) → candidates (filters, seen items) → encode (the model's user vector: app.encoding) →
+retrieve + rank (FAISS, exact rescoring: app.retrieval) → re-rank (app.rerank: identity, or A-LLMRec's) →
+respond. Also what the other routes ask of the loaded bundle: stored histories, catalog look-ups, the models
+served and readiness. Framework-free: no HTTP, no pydantic."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import torch
+from torch import Tensor
 
-from app.allmrec import ALLMRecReranker
 from app.backends.base import LLMBackend
-from app.batcher import EncodeJob, MicroBatcher
 from app.bundle import ServingBundle
-from app.cache import Store, vector_key
+from app.cache import Store
 from app.domain import (
     AppendResult,
     CatalogItem,
     Event,
-    HistorySource,
     RankedItem,
     Recommendation,
     RecommendQuery,
-    Strategy,
+    ResponseMeta,
 )
-from app.errors import (
-    BackendError,
-    InvalidRequestError,
-    LoadShedError,
-    NotFoundError,
-    StoreUnavailableError,
-)
+from app.encoding import UserEncoder, UserEncoding, UserVector
+from app.errors import InvalidRequestError, NotFoundError
+from app.history import Histories, History
 from app.metrics import Metrics, elapsed_ms
+from app.rerank import IdentityReranker, Ranking, Reranker
 from app.retrieval import CandidateFilter, PopularityRanker, Ranker
 from app.search import TitleSearch
 from app.serving_models import DefaultModel, ModelInfo, describe_models, resolve_default
-from models.hybrid import hybrid_user_vectors
-from models.prompts import cut_history
 
-log = logging.getLogger(__name__)
+POPULARITY_FALLBACK = "ranked by popularity"  # what answers when the stored history is unavailable
 
 
 @dataclass(frozen=True)
-class PipelineLimits:
-    llm_timeout_s: float
-    max_history: int
-    max_events: int
-    key_prefix: str
+class ModelPlan:
+    """How one model answers: whose user vector ranks the catalogue, and what re-ranks its best items."""
+
+    user_vector: UserVector
+    reranker: Reranker
 
 
-@dataclass
-class UserEncoding:
-    """How the user is represented: the strategy that will rank, its vector, and what happened on the way."""
-
-    strategy: Strategy
-    vector: np.ndarray | None
-    cache_hit: bool = False
-    degraded_reason: str | None = None
-
-
-async def resolve_history(
-    store: Store,
-    limits: PipelineLimits,
-    metrics: Metrics,
-    user_id: str | None,
-    history: Sequence[Event] | None,
-    outage_fallback: str,
-) -> tuple[list[Event], HistorySource, str | None]:
-    """The body's history (within max_history), else the user's stored one; a store outage degrades to an
-    empty history, with a reason that ends in `outage_fallback` (what answers instead)."""
-    if history is not None:
-        if len(history) > limits.max_history:
-            raise InvalidRequestError(
-                f"history has {len(history)} events; the limit is {limits.max_history} (max_history)"
-            )
-        return list(history), "body", None
-    assert user_id is not None  # the request schemas require one of the two
-    try:
-        stored = await store.get_history(user_id)
-    except StoreUnavailableError as err:
-        metrics.fallbacks.labels("history_unavailable").inc()
-        return [], "none", f"stored history unavailable ({err.message}); {outage_fallback}"
-    return stored, "stored" if stored else "none", None
+def model_plans(encoder: UserEncoder, allmrec: Reranker | None) -> dict[str, ModelPlan]:
+    """The models this service can serve (those the bundle has, with the LLM backend where they need it),
+    in the order GET /v1/models and the schema list them."""
+    identity = IdentityReranker()
+    plans: dict[str, ModelPlan] = {kind: ModelPlan(kind, identity) for kind in encoder.kinds}
+    if allmrec is not None:
+        plans["allmrec"] = ModelPlan("sasrec", allmrec)  # re-ranks SASRec's candidates
+    return plans
 
 
 class RecommendService:
     def __init__(
         self,
         bundle: ServingBundle,
-        store: Store,
-        backend: LLMBackend | None,
-        batcher: MicroBatcher | None,
-        rankers: dict[str, Ranker],
+        histories: Histories,
+        encoder: UserEncoder,
+        rankers: Mapping[str, Ranker],
         popularity: PopularityRanker,
         candidates: CandidateFilter,
         metrics: Metrics,
-        limits: PipelineLimits,
-        allmrec: ALLMRecReranker | None = None,
+        *,
+        store: Store,
+        backend: LLMBackend | None,
+        allmrec: Reranker | None = None,
         default_model: str = "auto",
     ) -> None:
-        """default_model: settings.default_model ('auto' or a model); StartupError if it cannot be served."""
-        self.bundle, self.store, self.backend, self.batcher = bundle, store, backend, batcher
-        self.rankers, self.allmrec = rankers, allmrec
-        self.popularity, self.candidates, self.metrics, self.limits = popularity, candidates, metrics, limits
-        llm = batcher is not None  # LLM-SRec and the hybrid need the backend's user vectors
-        served = {
-            "sasrec": True,
-            "llmsrec": llm and "llmsrec" in rankers,
-            "hybrid": llm and "hybrid" in rankers and bundle.hybrid is not None,
-            "allmrec": allmrec is not None,
-        }
-        self.servable = tuple(name for name, ok in served.items() if ok)
+        """rankers: one per user vector (UserVector); store and backend: for readiness only; default_model:
+        settings.default_model ('auto' or a model), StartupError if it cannot be served."""
+        self.bundle, self.histories, self.encoder, self.rankers = bundle, histories, encoder, rankers
+        self.popularity, self.candidate_filter, self.metrics = popularity, candidates, metrics
+        self.store, self.backend = store, backend
+        self.plans = model_plans(encoder, allmrec)
+        self.servable = tuple(self.plans)
         self.default: DefaultModel = resolve_default(bundle.manifest, self.servable, default_model)
         self.titles = TitleSearch(bundle.catalog.items, bundle.popularity)
 
     async def recommend(self, q: RecommendQuery) -> Recommendation:
-        start, timing = time.perf_counter(), dict[str, float]()
-        history, source, store_problem = await self._resolve_history(q)
-        known, unknown = self._split_known(history)
-        seen = [e.item_id for e in history] if q.exclude_seen else []
-        allowed, n_blocked = self.candidates.allowed(q.filters, seen)
+        start = time.perf_counter()
+        plan, n = self._validate(q)
+        history = await self.histories.resolve(q.user_id, q.history, POPULARITY_FALLBACK)
+        allowed, n_blocked, cold = self._candidates(q, history)
+        if not history.known:  # nothing to encode: the most popular allowed items answer
+            return self._respond(self._popular(allowed, q.k), history, start)
+        encoding = await self.encoder.encode(plan.user_vector, history.known)
+        ranking = await self._rank(encoding, allowed, n, n_blocked)
+        ranking = await plan.reranker.rerank(history.known_ids, ranking, q.k, cold)
+        return self._respond(ranking, history, start)
+
+    def _validate(self, q: RecommendQuery) -> tuple[ModelPlan, int]:
+        """The plan of the model asked for (else the default) and how many items its ranker returns; 422 for a
+        model this service cannot serve or a k its reranker cannot answer."""
         model = q.model or self.default.name
-        encoding = await self._encode(known, model, q.k, timing)
-        t = time.perf_counter()
-        if encoding.vector is None:
-            ranked = self.popularity.rank(allowed, q.k)
-        else:
-            ranker, vector = self.rankers[encoding.strategy], encoding.vector
-            n = self.allmrec.config.n_candidates if model == "allmrec" and self.allmrec else q.k
-            ranked = await asyncio.to_thread(ranker.rank, vector, allowed, n, n_blocked)
-        timing["rank"] = elapsed_ms(t)
-        if model == "allmrec" and self.allmrec is not None and encoding.vector is not None:
-            t = time.perf_counter()
-            reranked = await self.allmrec.rerank([e.item_id for e in known], ranked, q.k, timing)
-            timing["rerank"] = elapsed_ms(t)
-            ranked = reranked.items
-            encoding = UserEncoding(reranked.strategy, None, reranked.cache_hit, reranked.degraded_reason)
-        timing["total"] = elapsed_ms(start)
-        self.metrics.recommendations.labels(encoding.strategy).inc()
-        reason = encoding.degraded_reason or store_problem
+        plan = self.plans.get(model)
+        if plan is None:
+            raise InvalidRequestError(
+                f"model {model!r} is not in bundle {self.bundle.version} "
+                f"(models: {', '.join(self.bundle.manifest.models)})"
+            )
+        return plan, plan.reranker.candidates(q.k)
+
+    def _candidates(self, q: RecommendQuery, history: History) -> tuple[Tensor, int, list[int]]:
+        """The items the caller's filters allow, minus the history's when exclude_seen: (mask of warm items,
+        n_blocked, the allowed cold items: only A-LLMRec's text path may add them)."""
+        seen = [e.item_id for e in history.events] if q.exclude_seen else []
+        allowed, n_blocked = self.candidate_filter.allowed(q.filters, seen)
+        wants_cold = (q.model or self.default.name) == "allmrec"
+        cold = self.candidate_filter.allowed_cold(q.filters, seen) if wants_cold else []
+        return allowed, n_blocked, cold
+
+    def _popular(self, allowed: Tensor, k: int) -> Ranking:
+        """An empty (or all-unknown) history: the most popular allowed items."""
+        start = time.perf_counter()
+        items = self.popularity.rank(allowed, k)
+        return Ranking(items, "popularity", timing_ms={"rank": elapsed_ms(start)})
+
+    async def _rank(self, encoding: UserEncoding, allowed: Tensor, n: int, n_blocked: int) -> Ranking:
+        """Retrieve + rank: the best n allowed items for the user vector (FAISS, then exact rescoring)."""
+        start = time.perf_counter()
+        ranker = self.rankers[encoding.strategy]
+        items = await asyncio.to_thread(ranker.rank, encoding.vector, allowed, n, n_blocked)
+        timing = {**encoding.timing_ms, "rank": elapsed_ms(start)}
+        return Ranking(items, encoding.strategy, encoding.cache_hit, encoding.degraded_reason, timing)
+
+    def _respond(self, ranking: Ranking, history: History, start: float) -> Recommendation:
+        self.metrics.recommendations.labels(ranking.strategy).inc()
+        titles = self.bundle.catalog.items
         return Recommendation(
-            items=[RankedItem(i, self.bundle.catalog.items[i - 1].title, s) for i, s in ranked],
-            bundle_version=self.bundle.version,
-            strategy=encoding.strategy,
-            cache_hit=encoding.cache_hit,
-            degraded=reason is not None,
-            degraded_reason=reason,
-            unknown_items=unknown,
-            history_length=len(known),
-            history_source=source,
-            timing_ms=timing,
+            items=[RankedItem(i, titles[i - 1].title, s) for i, s in ranking.items],
+            strategy=ranking.strategy,
+            meta=ResponseMeta(
+                bundle_version=self.bundle.version,
+                cache_hit=ranking.cache_hit,
+                degraded_reason=ranking.degraded_reason or history.problem,
+                unknown_items=history.unknown,
+                history_length=len(history.known),
+                history_source=history.source,
+                timing_ms={**ranking.timing_ms, "total": elapsed_ms(start)},
+            ),
         )
-
-    async def _resolve_history(self, q: RecommendQuery) -> tuple[list[Event], HistorySource, str | None]:
-        return await resolve_history(
-            self.store, self.limits, self.metrics, q.user_id, q.history, "ranked by popularity"
-        )
-
-    def _split_known(self, history: Sequence[Event]) -> tuple[list[Event], list[int]]:
-        """Items of the bundle's catalog (in order) and the sorted distinct unknown ids (skipped)."""
-        known = [e for e in history if self.bundle.catalog.get(e.item_id) is not None]
-        unknown = sorted({e.item_id for e in history} - {e.item_id for e in known})
-        return known, unknown
-
-    async def _encode(self, known: list[Event], model: str, k: int, timing: dict[str, float]) -> UserEncoding:
-        """Popularity for an empty history; LLM-SRec's vector (cache → micro-batched LLM) for llmsrec and the
-        hybrid, which concatenates it with SASRec's (models.hybrid); SASRec's alone for sasrec, for
-        model=allmrec (its candidates), or as the degraded fallback of a failed LLM."""
-        self._check_model(model, k)
-        if not known:
-            return UserEncoding("popularity", None)
-        encoding = UserEncoding("sasrec", None)
-        if model in ("llmsrec", "hybrid"):
-            encoding = await self._llm_vector(known, timing)
-        if encoding.vector is not None and model != "hybrid":
-            return encoding
-        t = time.perf_counter()
-        sasrec = await asyncio.to_thread(self._sasrec_vector, [e.item_id for e in known])
-        timing["sasrec"] = elapsed_ms(t)
-        if encoding.vector is None:  # sasrec or allmrec asked, or the LLM failed (degraded)
-            encoding.vector = sasrec
-            return encoding
-        assert self.bundle.hybrid is not None  # _check_model: served only with its part
-        user = hybrid_user_vectors(encoding.vector[None], sasrec[None], self.bundle.hybrid)[0]  # (D_u+D_cf,)
-        return UserEncoding("hybrid", user, encoding.cache_hit)
-
-    def _check_model(self, model: str, k: int) -> None:
-        """A model this service can serve (the bundle's, with the LLM backend where it needs one); for
-        allmrec, k within its candidates."""
-        if model not in self.servable:
-            models = ", ".join(self.bundle.manifest.models)
-            raise InvalidRequestError(
-                f"model {model!r} is not in bundle {self.bundle.version} (models: {models})"
-            )
-        if model == "allmrec" and self.allmrec is not None and k > self.allmrec.config.n_candidates:
-            n = self.allmrec.config.n_candidates
-            raise InvalidRequestError(
-                f"k={k} exceeds the {n} SASRec candidates A-LLMRec re-ranks (allmrec_candidates)"
-            )
-
-    async def _llm_vector(self, known: list[Event], timing: dict[str, float]) -> UserEncoding:
-        assert self.batcher is not None and self.bundle.prompt is not None
-        prompt = self.bundle.prompt
-        window = known[-prompt.history_len :]
-        items = tuple(e.item_id for e in window)
-        stamps = (
-            None
-            if any(e.timestamp is None for e in window)
-            else tuple(float(e.timestamp or 0) for e in window)
-        )
-        shown, dates = cut_history(items, stamps, prompt.history_len)  # exactly what the prompt shows
-        dates = dates if prompt.shows_dates else None  # the short template prints no dates
-        key = vector_key(self.limits.key_prefix, self.bundle.version, shown, dates, prompt.version)
-        t = time.perf_counter()
-        cached = await self.store.get_vector(key)
-        timing["cache"] = elapsed_ms(t)
-        if cached is not None and cached.shape == self.rankers["llmsrec"].table.shape[1:]:
-            return UserEncoding("llmsrec", cached, cache_hit=True)  # the store counted the lookup
-        t = time.perf_counter()
-        try:
-            vector = await asyncio.wait_for(
-                self.batcher.submit(key, EncodeJob(items, stamps)), self.limits.llm_timeout_s
-            )
-        except TimeoutError:
-            self.metrics.fallbacks.labels("llm_timeout").inc()
-            return UserEncoding(
-                "sasrec", None, degraded_reason=f"LLM timed out after {self.limits.llm_timeout_s:g} s"
-            )
-        except LoadShedError as err:
-            self.metrics.fallbacks.labels("llm_shed").inc()
-            return UserEncoding("sasrec", None, degraded_reason=str(err))
-        except BackendError as err:
-            self.metrics.fallbacks.labels("llm_error").inc()
-            return UserEncoding("sasrec", None, degraded_reason=str(err))
-        finally:
-            timing["llm"] = elapsed_ms(t)
-        await self.store.set_vector(key, vector)
-        return UserEncoding("llmsrec", vector)
-
-    def _sasrec_vector(self, items: Sequence[int]) -> np.ndarray:
-        """SASRec user vector of the last max_len items (no padding needed for one sequence)."""
-        model = self.bundle.sasrec
-        seq = torch.tensor(
-            [list(items)[-model.config.max_len :]], dtype=torch.long, device=model.item_emb.weight.device
-        )
-        with torch.inference_mode():
-            return model.user_vector(seq)[0].float().cpu().numpy()  # (d_cf,)
 
     async def append_events(self, user_id: str, events: Sequence[Event]) -> AppendResult:
-        """Idempotent on (item, timestamp); the stored history keeps the newest `bundle.window` events."""
-        if len(events) > self.limits.max_events:
-            raise InvalidRequestError(
-                f"{len(events)} events in one request; the limit is {self.limits.max_events} (max_events)"
-            )
-        added, length = await self.store.append_events(user_id, events, self.bundle.window)
-        unknown = sorted({e.item_id for e in events if self.bundle.catalog.get(e.item_id) is None})
-        return AppendResult(added, length, unknown)
+        return await self.histories.append(user_id, events)
 
     async def history(self, user_id: str) -> list[Event]:
-        return await self.store.get_history(user_id)
+        return await self.histories.read(user_id)
 
     def item(self, item_id: int) -> CatalogItem:
         item = self.bundle.catalog.get(item_id)

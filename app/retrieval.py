@@ -129,15 +129,38 @@ class PopularityRanker:
 
 
 class CandidateFilter:
-    """Boolean masks (n+1,) of the items a request may receive: caller filters and seen items."""
+    """Boolean masks (n+1,) of the items a request may receive: caller filters and seen items. Cold items
+    (`cold`: added without interactions) are never in `allowed`, which every ranker reads; A-LLMRec reads
+    them separately (`allowed_cold`)."""
 
-    def __init__(self, n_items: int, genres: Sequence[str], genre_matrix: np.ndarray, device: str) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        genres: Sequence[str],
+        genre_matrix: np.ndarray,
+        device: str,
+        cold: np.ndarray | None = None,
+    ) -> None:
         self.n_items, self.device = n_items, device
         self.genre_index = {g: j for j, g in enumerate(genres)}
         self.genre_matrix = torch.from_numpy(genre_matrix).to(device)  # (n+1, G) bool
+        cold = np.zeros(n_items + 1, dtype=bool) if cold is None else cold
+        self.cold = torch.from_numpy(cold).to(device)  # (n+1,) bool
+        self.has_cold = bool(cold.any())
 
     def allowed(self, filters: ItemFilters, seen: Sequence[int]) -> tuple[Tensor, int]:
-        """(mask, n_blocked); InvalidRequestError naming genres the catalog does not have."""
+        """(mask of warm items, n_blocked); InvalidRequestError naming genres the catalog does not have."""
+        mask, n_blocked = self._mask(filters, seen)
+        return mask & ~self.cold, n_blocked
+
+    def allowed_cold(self, filters: ItemFilters, seen: Sequence[int]) -> list[int]:
+        """The cold items the filters and seen items allow, ascending."""
+        if not self.has_cold:
+            return []
+        mask, _ = self._mask(filters, seen)
+        return (mask & self.cold).nonzero().squeeze(1).tolist()
+
+    def _mask(self, filters: ItemFilters, seen: Sequence[int]) -> tuple[Tensor, int]:
         mask = torch.ones(self.n_items + 1, dtype=torch.bool, device=self.device)
         mask[0] = False
         if filters.genres:

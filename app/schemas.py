@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from app.domain import Event, ItemFilters, RecommendQuery
+from app.domain import Event, ItemFilters, RecommendQuery, ResponseMeta
 
 # Any id of these characters except "." and "..", which URLs resolve away (/v1/users/../events).
 USER_ID_PATTERN = (
@@ -198,6 +198,10 @@ class ItemResponse(BaseModel):
     title: str
     year: int | None
     genres: list[str]
+    cold: bool = Field(
+        default=False,
+        description="Added without interactions (`llmrec export add-items`): only model=allmrec returns it.",
+    )
 
 
 class ItemSearchResponse(BaseModel):
@@ -305,3 +309,17 @@ class ExplainGenreResponse(BaseModel):
     history_length: int = Field(description="Known history items used.")
     history_source: Literal["body", "stored", "none"]
     timing_ms: dict[str, float]
+
+
+def meta_fields(meta: ResponseMeta) -> dict[str, Any]:
+    """The fields RecommendResponse and ExplainGenreResponse share, from the pipeline's ResponseMeta."""
+    return {
+        "bundle_version": meta.bundle_version,
+        "cache_hit": meta.cache_hit,
+        "degraded": meta.degraded,
+        "degraded_reason": meta.degraded_reason,
+        "unknown_items": meta.unknown_items,
+        "history_length": meta.history_length,
+        "history_source": meta.history_source,
+        "timing_ms": meta.timing_ms,
+    }

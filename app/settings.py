@@ -1,147 +1,98 @@
-"""The service's one configuration object, read from LLMREC_* environment variables (or given directly).
-Every other object receives plain values from it; nothing here opens files or connections."""
+"""The service's one configuration object, read from LLMREC_* environment variables (or given directly),
+nested by concern: Redis, the cache, the LLM stage, vLLM and the request limits are groups (each a frozen
+dataclass owned by the module that uses it), whose variables keep their flat names (LLMREC_REDIS_URL →
+redis.url, LLMREC_MAX_HISTORY → limits.max_history). Every other object receives plain values from it;
+nothing here opens files or connections."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+from annotated_types import Ge, Gt, Le, MinLen
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from app.domain import RequestLimits
+from app.llm_stage import LLMStageSettings
+from app.redis_store import RedisSettings
+from app.tiered_cache import CacheSettings
+
+ENV_PREFIX = "LLMREC_"
 # The name the `vllm serve` generate server serves the LLM under (its --served-model-name); docker-compose.yml
 # and deploy/k8s/vllm.yaml start it with this name (tests/deploy checks they agree).
 VLLM_SERVED_MODEL_NAME = "llmrec-llm"
 
 
-class Settings(BaseSettings):
-    """Service settings; env var = LLMREC_ + the field name in capitals (e.g. LLMREC_REDIS_URL)."""
+@dataclass(frozen=True)
+class VLLMSettings:
+    """llm_backend=vllm only: env LLMREC_VLLM_<FIELD>; the keyword options of app.backends.vllm's factory."""
 
-    model_config = SettingsConfigDict(env_prefix="LLMREC_", extra="forbid", frozen=True)
+    # how Settings (pydantic) validates this group: no unknown field, the docstrings as descriptions
+    __pydantic_config__: ClassVar[dict[str, object]] = {"extra": "forbid", "use_attribute_docstrings": True}
+
+    gpu_memory_utilization: Annotated[float, Gt(0), Le(0.95)] = 0.4
+    """Share of the GPU's total memory the in-process vLLM engine reserves; vLLM refuses to start when less is
+    free. On a GPU shared with the `vllm serve` generate server (compose: 0.45), the two shares plus the
+    transformers copy, FAISS and CUDA contexts must fit (see deploy/README.md)."""
+    max_model_len: Annotated[int, Ge(16), Le(1_048_576)] | None = None
+    """Context length of the vLLM engine; None = the model's (prompts are ~300-600 tokens)."""
+    hf_scoring: bool = True
+    """Keep a transformers copy of the LLM on the GPU for what the pooling engine cannot do (A-LLMRec
+    candidate and genre scores); off = those answer degraded. Only when the bundle has an A-LLMRec part; costs
+    one more copy of the LLM weights."""
+    generate_url: str | None = None
+    """Base URL of a `vllm serve --enable-prompt-embeds` server that writes the /v1/explain/genre sentence
+    (e.g. http://vllm:8000); None = the transformers copy writes it."""
+    generate_model: Annotated[str, MinLen(1)] = VLLM_SERVED_MODEL_NAME
+    """Model name sent to that server: its --served-model-name (vLLM answers 404 to any other); the compose
+    `vllm` service is started with this same variable."""
+
+
+# Settings field of each group → what its fields' variable names start with after LLMREC_.
+ENV_GROUPS = {"redis": "redis_", "cache": "", "llm_stage": "", "vllm": "vllm_", "limits": ""}
+
+
+class Settings(BaseSettings):
+    """Service settings; env var = LLMREC_ + the field name in capitals (e.g. LLMREC_DEVICE), for a group's
+    field the group's prefix + its name (ENV_GROUPS: LLMREC_REDIS_URL, LLMREC_LLM_TIMEOUT_S)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     bundle: Path = Field(description="Bundle directory written by `llmrec export bundle` (manifest.json).")
-    redis_url: str | None = Field(
-        default=None,
-        description="redis:// URL for user vectors and histories; None → in-process LRU (one replica only).",
+    redis: RedisSettings = Field(default=RedisSettings(), description="Redis: LLMREC_REDIS_*.")
+    cache: CacheSettings = Field(default=CacheSettings(), description="Cache sizes and TTLs.")
+    llm_stage: LLMStageSettings = Field(
+        default=LLMStageSettings(), description="Micro-batching, timeout and load shedding of LLM calls."
     )
-    redis_cluster: bool = Field(
-        default=False,
-        description="redis_url names a node of a Redis Cluster (keys hash-tagged by user; see app.cache).",
-    )
-    redis_prefix: str = Field(
-        default="llmrec",
-        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
-        description="Prefix of every Redis key, so several deployments (or test runs) share one Redis.",
-    )
-    redis_timeout_s: float = Field(
-        default=0.25,
-        gt=0,
-        le=10,
-        description="Connect and socket timeout of each Redis call; keeps Redis off the p99.",
-    )
-    redis_retry_after_s: float = Field(
-        default=1.0,
-        ge=0,
-        le=60,
-        description="After a Redis error, skip Redis for this long (a simple circuit breaker).",
-    )
-    redis_max_connections: int = Field(
-        default=64, ge=1, le=10_000, description="Size of the Redis connection pool."
-    )
-    cache_ttl_s: int = Field(default=86_400, ge=1, le=30 * 86_400, description="TTL of a cached user vector.")
-    cache_max_entries: int = Field(
-        default=100_000,
-        ge=1,
-        le=10_000_000,
-        description="Capacity of the in-process LRU (used when redis_url is None).",
-    )
-    l1_cache_max_entries: int = Field(
-        default=20_000,
-        ge=0,
-        le=10_000_000,
-        description="With Redis: vectors (user vectors, candidate scores, genre answers) each replica keeps "
-        "in an in-process LRU in front of Redis, so hot keys skip the network and a Redis outage keeps what "
-        "the replica has seen; 0 = none. An entry is 4 bytes per float (a genre answer ~4 KB).",
-    )
-    l1_cache_ttl_s: float = Field(
-        default=3_600,
-        gt=0,
-        le=30 * 86_400,
-        description="TTL of an in-process (L1) cache entry. Keys carry the bundle version and the prompt, so "
-        "an entry is never stale; the TTL only bounds how long an unused one survives a Redis outage.",
-    )
-    history_ttl_s: int = Field(
-        default=180 * 86_400,
-        ge=0,
-        le=3650 * 86_400,
-        description="TTL of a stored user history; 0 = never expires.",
-    )
+    vllm: VLLMSettings = Field(default=VLLMSettings(), description="The vLLM backend: LLMREC_VLLM_*.")
+    limits: RequestLimits = Field(default=RequestLimits(), description="Request sizes.")
     llm_backend: Literal["hf", "vllm"] = Field(
         default="hf",
         description="LLM engine: 'hf' = transformers in process (default), 'vllm' = in-process vLLM pooling "
         "engine (CUDA only, vllm installed; see app.backends.vllm for the supported versions).",
-    )
-    vllm_gpu_memory_utilization: float = Field(
-        default=0.4,
-        gt=0,
-        le=0.95,
-        description="Share of the GPU's total memory the in-process vLLM engine reserves; vLLM refuses to "
-        "start when less is free. On a GPU shared with the `vllm serve` generate server (compose: 0.45), "
-        "the two shares plus the transformers copy, FAISS and CUDA contexts must fit (see deploy/README.md).",
-    )
-    vllm_max_model_len: int | None = Field(
-        default=None,
-        ge=16,
-        le=1_048_576,
-        description="Context length of the vLLM engine; None = the model's (prompts are ~300-600 tokens).",
-    )
-    vllm_hf_scoring: bool = Field(
-        default=True,
-        description="llm_backend=vllm: keep a transformers copy of the LLM on the GPU for what the pooling "
-        "engine cannot do (A-LLMRec candidate and genre scores); off = those answer degraded. Only when the "
-        "bundle has an A-LLMRec part; costs one more copy of the LLM weights.",
-    )
-    vllm_generate_url: str | None = Field(
-        default=None,
-        description="llm_backend=vllm: base URL of a `vllm serve --enable-prompt-embeds` server that writes "
-        "the /v1/explain/genre sentence (e.g. http://vllm:8000); None = the transformers copy writes it.",
-    )
-    vllm_generate_model: str = Field(
-        default=VLLM_SERVED_MODEL_NAME,
-        min_length=1,
-        description="Model name sent to that server: its --served-model-name (vLLM answers 404 to any "
-        "other); the compose `vllm` service is started with this same variable.",
     )
     llm_path: str | None = Field(
         default=None, description="Override of the manifest's LLM location (local directory or HF id)."
     )
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
-        description="LLM weight dtype; 'auto' = bfloat16 on a CUDA GPU (float16 if it lacks bf16), "
-        "else the dtype recorded in the manifest.",
+        description="LLM weight dtype; 'auto' = bfloat16 on a CUDA GPU that supports it, else float32 "
+        "(models.runtime); float16 only when set.",
     )
     device: str = Field(
         default="auto",
         pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
         description="torch device for the LLM, SASRec and ranking: auto (CUDA when present), cpu, cuda[:N].",
-    )
-    batch_window_ms: float = Field(
-        default=5.0, ge=0, le=200, description="How long the micro-batcher collects concurrent cache misses."
-    )
-    max_batch_size: int = Field(default=16, ge=1, le=512, description="Most prompts in one LLM forward.")
-    llm_timeout_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=300,
-        description="Budget for a user vector from the LLM; past it, SASRec (degraded).",
-    )
-    llm_shed_budget_s: float = Field(
-        default=2.0,
-        ge=0,
-        le=300,
-        description="Load shedding: when a cache miss's expected wait in the LLM queue (the batches ahead "
-        "of it × their recent forward time) exceeds this, answer at once with the fallback (degraded) "
-        "instead of queueing; keep it below llm_timeout_s. 0 = off.",
     )
     retrieval_top_n: int = Field(
         default=200,
@@ -161,6 +112,13 @@ class Settings(BaseSettings):
         le=100,
         description="model=allmrec: SASRec candidates A-LLMRec re-ranks in one prompt (the paper's 20).",
     )
+    allmrec_cold_candidates: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="model=allmrec: cold items (added by `llmrec export add-items`, no interactions) "
+        "joined to SASRec's candidates, those whose text is nearest the history's; 0 = off.",
+    )
     index_exact_max_items: int = Field(
         default=200_000,
         ge=1,
@@ -172,18 +130,17 @@ class Settings(BaseSettings):
         description="Accepted X-API-Key values (comma-separated in the env); empty = /v1 routes are open.",
     )
     metrics_public: bool = Field(default=True, description="Serve /metrics without an API key.")
-    max_history: int = Field(
-        default=1_000, ge=1, le=10_000, description="Most events in a request's history (longer → 422)."
-    )
-    max_events: int = Field(
-        default=1_000, ge=1, le=10_000, description="Most events in one events POST (more → 422)."
-    )
-    max_body_bytes: int = Field(
-        default=256 * 1024,
-        ge=1024,
-        le=64 * 1024 * 1024,
-        description="Largest accepted request body (larger → 413).",
-    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, GroupedEnvSource(settings_cls), dotenv_settings, file_secret_settings
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -206,3 +163,69 @@ class Settings(BaseSettings):
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @classmethod
+    def from_flat(cls, **values: Any) -> Settings:
+        """Settings from the variables' flat names, as the environment gives them (redis_url=...,
+        max_history=...; see nest); the environment fills what is not given, as always."""
+        return cls(**nest(values))
+
+    def env_view(self) -> dict[str, Any]:
+        """Every variable's value: {'LLMREC_REDIS_URL': ..., 'LLMREC_MAX_HISTORY': ..., ...}."""
+        return {
+            env: getattr(getattr(self, group), name) if group else getattr(self, name)
+            for env, (group, name) in env_names().items()
+        }
+
+
+def env_names() -> dict[str, tuple[str | None, str]]:
+    """Every LLMREC_* variable Settings reads → (its group or None, the field's name)."""
+    out: dict[str, tuple[str | None, str]] = {}
+    for field, info in Settings.model_fields.items():
+        if field in ENV_GROUPS:
+            assert isinstance(info.annotation, type)
+            for sub in dataclasses.fields(info.annotation):
+                out[f"{ENV_PREFIX}{ENV_GROUPS[field]}{sub.name}".upper()] = (field, sub.name)
+        else:
+            out[f"{ENV_PREFIX}{field}".upper()] = (None, field)
+    return out
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat names (an LLMREC_* variable's name without the prefix, in lower case) → Settings' shape:
+    {'redis_url': u, 'max_history': 5} → {'redis': {'url': u}, 'limits': {'max_history': 5}}. Other names
+    pass through unchanged (and Settings refuses those it does not have)."""
+    places = {env.removeprefix(ENV_PREFIX).lower(): place for env, place in env_names().items()}
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        group, name = places.get(key, (None, key))
+        if group is None:
+            out[name] = value
+        else:
+            out.setdefault(group, {})[name] = value
+    return out
+
+
+def env_defaults() -> dict[str, Any]:
+    """Every LLMREC_* variable's default (the required bundle has none)."""
+    defaults: dict[str, Any] = {}
+    for env, (group, name) in env_names().items():
+        info = Settings.model_fields[group or name]
+        if group is not None:
+            defaults[env] = getattr(info.default, name)
+        elif not info.is_required():
+            defaults[env] = info.get_default(call_default_factory=True)
+    return defaults
+
+
+class GroupedEnvSource(EnvSettingsSource):
+    """The environment as Settings reads it: plain fields by their own names, each group's fields by their
+    flat names (ENV_GROUPS), e.g. LLMREC_REDIS_URL → redis.url."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for env, (group, name) in env_names().items():
+            value = self.env_vars.get(env if self.case_sensitive else env.lower())
+            if group is not None and value is not None:
+                data.setdefault(group, {})[name] = value
+        return data

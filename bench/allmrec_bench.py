@@ -1,10 +1,14 @@
-"""A-LLMRec bench on ml-100k: Hit@1 / NDCG@10 on the shared `1+19` test candidates for SASRec, A-LLMRec
-(likelihood ranking, summed and length-normalised; greedy generation matched to a candidate, with its
-no-match rate) and LLM-SRec (when --llmsrec is given), plus the cold-item table: a seeded 20% of items held
-out of SASRec training, test users whose target is cold, A-LLMRec (text latents) vs SASRec (untrained rows).
+"""A-LLMRec bench on ml-100k, stored 1+19 candidates (random Hit@1 = .05), one converged SASRec per table.
 
-CPU (2 shared cores, 1 thread, ~20 min):  nice .venv/bin/python bench/allmrec_bench.py
-GPU, more users:  .venv/bin/python bench/allmrec_bench.py --device cuda --train-users 0 --eval-users 943
+Warm table (test users, the normal split): popularity, SASRec, A-LLMRec under every candidate scoring — the
+paper's summed title log-likelihood, per token, PMI (minus the prior prompt's), PMI per token — and the
+scoring chosen on validation (a blend with SASRec), each with standard errors. Cold table: a seeded 20% of
+items held out of every train sequence (SASRec never trains them; A-LLMRec reads them through the text
+encoder), the test users whose target is cold, the same rows. Plus stage-2 training time, examples/s and
+its loss curve (bench/results/allmrec_stage2_loss.png). Checkpoints under --work are reused when present.
+
+CPU (2 cores), official stage-2 budget (5 epochs over all users), all test users:
+  .venv/bin/python bench/allmrec_bench.py --work work/allmrec-bench --threads 2
 """
 
 from __future__ import annotations
@@ -21,153 +25,179 @@ from typing import Any
 
 import numpy as np
 import torch
+from portable import portable_args, portable_command, portable_path
 
-from training.allmrec_cold import cold_test_users, make_cold_split
-from training.allmrec_scorer import ALLMRecScorer, evaluate_users
-from training.allmrec_train import Stage1TrainConfig, Stage2TrainConfig, train_stage1, train_stage2
+from models.allmrec_scoring import SCORE_MODES, ALLMRecScoring
+from training.allmrec.checkpoint import load_allmrec_encoder
+from training.allmrec.cold import make_cold_split
+from training.allmrec.config import Stage1TrainConfig, Stage2TrainConfig
+from training.allmrec.scorer import ALLMRecScorer, RawScores, scoring_of
+from training.allmrec.stage1 import train_stage1
+from training.allmrec.stage2 import train_stage2
+from training.common.llm import LoadedLLM, load_llm
 from training.data.dataset import PreparedData, load_prepared
 from training.data.prepare import PrepareConfig, prepare_dataset
-from training.evaluation import PopularityScorer, evaluate, select_users
-from training.llm import load_llm
-from training.sasrec_train import SASRecScorer, SASRecTrainConfig, load_sasrec, train_sasrec
+from training.evaluation.candidates import load_candidates, select_users
+from training.evaluation.cold import cold_test_users
+from training.evaluation.metrics import rank_targets
+from training.evaluation.popularity import PopularityScorer
+from training.sasrec.checkpoint import load_sasrec
+from training.sasrec.config import SASRecTrainConfig
+from training.sasrec.scorer import SASRecScorer
+from training.sasrec.train import train_sasrec
 
 log = logging.getLogger("allmrec_bench")
 REPO = Path(__file__).resolve().parents[1]
-KEYS = ("hr@1", "ndcg@10", "hr@10", "mrr")
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", type=Path, default=Path("/tmp/llmrec-allmrec-bench"), help="Scratch directory.")
+    p.add_argument("--work", type=Path, default=REPO / "work" / "allmrec-bench", help="Checkpoints, data.")
     p.add_argument(
-        "--source", type=Path, default=None, help="Raw ml-100k (default: $LLMREC_DATA_DIR/ml-100k)."
+        "--source", type=Path, default=None, help="Raw ml-100k (default $LLMREC_DATA_DIR/ml-100k)."
     )
     p.add_argument("--llm", default="smollm2")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--sasrec-epochs", type=int, default=30)
-    p.add_argument("--stage1-epochs", type=int, default=20)
-    p.add_argument("--stage1-lr", type=float, default=1e-3, help="Paper: 1e-4 (too few steps on ml-100k).")
-    p.add_argument("--train-users", type=int, default=48, help="Stage-2 training users (0 = all).")
-    p.add_argument("--stage2-lr", type=float, default=1e-3)
-    p.add_argument("--stage2-batch", type=int, default=2)
-    p.add_argument("--stage2-epochs", type=int, default=1)
-    p.add_argument("--history-len", type=int, default=10)
-    p.add_argument("--max-title-tokens", type=int, default=16)
-    p.add_argument("--eval-users", type=int, default=32, help="Warm test users (seeded subset).")
-    p.add_argument("--cold-users", type=int, default=32, help="At most this many cold-target test users.")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stage2-epochs", type=int, default=5, help="Official: 5 epochs over all users.")
+    p.add_argument("--stage2-lr", type=float, default=2e-4)
+    p.add_argument("--stage2-batch", type=int, default=4)
+    p.add_argument("--n-candidates", type=int, default=10, help="Candidates in each training prompt.")
+    p.add_argument("--template", default="lead", help="paper | lead (A-LLMRec prompt template).")
+    p.add_argument("--eval-users", type=int, default=943, help="Warm test users (seeded subset).")
+    p.add_argument("--skip-cold", action="store_true", help="Only the warm table.")
+    p.add_argument("--skip-warm", action="store_true", help="Only the cold table.")
+    p.add_argument("--cold-users", type=int, default=0, help="At most this many cold-target users (0 = all).")
     p.add_argument("--cold-fraction", type=float, default=0.2)
-    p.add_argument("--no-generate", action="store_true", help="Skip greedy generation.")
-    p.add_argument("--skip-cold", action="store_true", help="Only the warm table (no cold split pipeline).")
-    p.add_argument("--llmsrec", type=Path, default=None, help="LLM-SRec checkpoint on ml-100k (optional).")
+    p.add_argument("--generate", action="store_true", help="Also greedy generation matched to a candidate.")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "allmrec.json")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "allmrec_ml100k.json")
     return p.parse_args()
 
 
-def timed(label: str, timings: dict[str, float], fn: Any, *args: Any, **kwargs: Any) -> Any:
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    timings[label] = round(time.perf_counter() - start, 1)
-    log.info("%s: %.1f s", label, timings[label])
-    return result
-
-
-def pick(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: metrics[k] for k in (*KEYS, "n_users") if k in metrics}
-
-
-def train_pipeline(
-    data: PreparedData, root: Path, args: argparse.Namespace, llm: Any, t: dict
-) -> tuple[Path, Path]:
-    """SASRec → stage 1 → stage 2 under `root` (each step reused when its checkpoint exists)."""
+def pipeline(data: PreparedData, root: Path, args: argparse.Namespace, llm: LoadedLLM) -> tuple[Path, Path]:
+    """Converged SASRec → stage 1 → stage 2 (calibrated) under `root`; each step reused when present."""
     sasrec, s1, s2 = root / "sasrec", root / "stage1", root / "stage2"
     if not (sasrec / "model.safetensors").is_file():
-        cfg = SASRecTrainConfig(
-            max_len=50, epochs=args.sasrec_epochs, num_threads=args.threads, progress=False
-        )
-        timed(f"{root.name}: sasrec", t, train_sasrec, data, cfg, sasrec)
+        cfg = SASRecTrainConfig(max_len=50, epochs=200, patience=10, eval_max_users=943, progress=False)
+        train_sasrec(data, cfg, sasrec)
     if not (s1 / "config.json").is_file():
-        cfg1 = Stage1TrainConfig(
-            epochs=args.stage1_epochs, lr=args.stage1_lr, device=args.device, progress=False
-        )
-        timed(f"{root.name}: stage1", t, train_stage1, data, sasrec, cfg1, s1)
+        train_stage1(data, sasrec, Stage1TrainConfig(epochs=20, lr=1e-3, device=args.device), s1)
     if not (s2 / "config.json").is_file():
         cfg2 = Stage2TrainConfig(
             llm=args.llm,
             epochs=args.stage2_epochs,
             batch_size=args.stage2_batch,
             lr=args.stage2_lr,
-            history_len=args.history_len,
-            max_title_tokens=args.max_title_tokens,
-            max_users=args.train_users,
-            eval_max_users=0,
+            n_candidates=args.n_candidates,
+            template=args.template,
             seed=args.seed,
             device=args.device,
             dtype="float32",
-            progress=False,
         )
-        timed(f"{root.name}: stage2", t, train_stage2, data, sasrec, s1, cfg2, s2, llm=llm)
+        train_stage2(data, sasrec, s1, cfg2, s2, llm=llm)
     return sasrec, s2
 
 
-def allmrec_rows(data: PreparedData, s2: Path, llm: Any, run: Any, args: argparse.Namespace, t: dict) -> dict:
-    """A-LLMRec by summed and mean log-likelihood (one pass, memoised) and by generation."""
-    from training.allmrec_checkpoint import load_allmrec_encoder
-
-    encoder, _ = load_allmrec_encoder(s2, data, args.device, llm=llm)
-    scorer = ALLMRecScorer(encoder, "likelihood", batch_size=4, seed=args.seed)
-    rows = {"allmrec (likelihood)": pick(timed(f"{data.name}: allmrec likelihood", t, run, scorer))}
-    scorer.length_norm = True
-    rows["allmrec (likelihood / token)"] = pick(run(scorer))
-    if not args.no_generate:
-        gen = ALLMRecScorer(encoder, "generate", batch_size=4, seed=args.seed)
-        metrics = timed(f"{data.name}: allmrec generate", t, run, gen)
-        rows["allmrec (generation)"] = {
-            "hr@1": metrics["hr@1"],
-            "n_users": metrics["n_users"],
-        } | gen.extra_metrics()
-    return rows
+def with_errors(scores: np.ndarray) -> dict[str, float]:
+    """Hit@1 and NDCG@10 (target in column 0, ties pessimistic) with their standard errors over users."""
+    ranks = rank_targets(scores, 0)  # 0-based
+    hit1 = (ranks == 0).astype(float)
+    ndcg = np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
+    hit10 = (ranks < 10).astype(float)
+    n = len(ranks)
+    out = {"n_users": n}
+    for key, values in (("hr@1", hit1), ("ndcg@10", ndcg), ("hr@10", hit10)):
+        out[key] = round(float(values.mean()), 4)
+        out[f"{key}_se"] = round(float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0, 4)
+    return out
 
 
-def warm_table(
-    data: PreparedData, sasrec: Path, s2: Path, llm: Any, args: argparse.Namespace, t: dict
-) -> dict:
-    def run(scorer: Any) -> dict:
-        return evaluate(
-            data, scorer, "1+19", seed=args.seed, max_users=args.eval_users, batch_size=16, progress=False
+def table(
+    data: PreparedData,
+    sasrec_dir: Path,
+    s2: Path,
+    users: np.ndarray,
+    args: argparse.Namespace,
+    llm: LoadedLLM,
+) -> dict[str, Any]:
+    """Every row of one table on `users` (test split, stored 1+19 candidates)."""
+    candidates = load_candidates(data, "test", "1+19", args.seed, users)
+    histories = [data.split_input(int(u), "test") for u in users]
+    rows: dict[str, Any] = {
+        "popularity": with_errors(PopularityScorer(data).score(histories, candidates)),
+        "sasrec": with_errors(SASRecScorer(load_sasrec(sasrec_dir)).score(histories, candidates)),
+    }
+    encoder, config = load_allmrec_encoder(s2, data, args.device, llm=llm)
+    scorer = ALLMRecScorer(encoder, "likelihood", batch_size=4, seed=args.seed, progress=True)
+    start, path = time.perf_counter(), s2.parent / f"raw-{s2.name}-test.npz"
+    fresh = not path.is_file()  # else read back from an earlier run: no speed to report
+    raw = cached_raw(path, users, lambda: scorer.raw(histories, candidates, True))
+    speed = round(len(users) / (time.perf_counter() - start), 3) if fresh else None
+    for mode in SCORE_MODES:
+        rows[f"allmrec ({mode})"] = with_errors(
+            scorer.calibrated(raw, histories, candidates, ALLMRecScoring(mode))
         )
-
-    rows = {
-        "popularity": pick(run(PopularityScorer(data))),
-        "sasrec": pick(run(SASRecScorer(load_sasrec(sasrec)))),
-    }
-    if args.llmsrec is not None:
-        from training.llmsrec_scorer import load_llmsrec_scorer
-
-        rows["llmsrec"] = pick(timed("llmsrec eval", t, run, load_llmsrec_scorer(args.llmsrec, data)))
-    return rows | allmrec_rows(data, s2, llm, run, args, t)
+    served = scoring_of(config)
+    rows["allmrec (served: chosen on validation)"] = with_errors(
+        scorer.calibrated(raw, histories, candidates, served)
+    ) | {"scoring": config.get("scoring")}
+    if args.generate:
+        gen = ALLMRecScorer(encoder, "generate", batch_size=4, seed=args.seed)
+        rows["allmrec (generation)"] = with_errors(gen.score(histories, candidates)) | gen.extra_metrics()
+    return {"rows": rows, "scoring_users_per_s": speed, "n_users": len(users)}
 
 
-def cold_table(
-    data: PreparedData, sasrec: Path, s2: Path, llm: Any, args: argparse.Namespace, t: dict
-) -> dict:
-    users = cold_test_users(data, select_users(data.n_users, data.n_users, args.seed))
-    n_all = len(users)
-    users = np.sort(np.random.default_rng(args.seed).permutation(users)[: args.cold_users])
-
-    def run(scorer: Any) -> dict:
-        return evaluate_users(data, scorer, users, "1+19", seed=args.seed)
-
-    rows = {
-        "sasrec": pick(run(SASRecScorer(load_sasrec(sasrec)))),
-        "popularity": pick(run(PopularityScorer(data))),
-    }
-    return (
-        {"cold_target_test_users": n_all, "evaluated": len(users)}
-        | rows
-        | allmrec_rows(data, s2, llm, run, args, t)
+def cached_raw(path: Path, users: np.ndarray, compute: Any) -> list[RawScores]:
+    """Both prompts' log-likelihoods of `users` (one pass), kept in `path`: a rerun only redoes metrics."""
+    if path.is_file():
+        stored = np.load(path)
+        if np.array_equal(stored["users"], users):
+            rows = zip(stored["sums"], stored["counts"], stored["prior"], strict=True)
+            return [RawScores(s, c, p) for s, c, p in rows]
+    raw = compute()
+    np.savez(
+        path,
+        users=users,
+        sums=np.stack([r.sums for r in raw]),
+        counts=np.stack([r.counts for r in raw]),
+        prior=np.stack([r.prior for r in raw]),
     )
+    return raw
+
+
+def training_record(s2: Path) -> dict[str, Any]:
+    """Stage-2 wall time, examples and examples/s from its history (seconds include validation)."""
+    history = json.loads((s2 / "history.json").read_text())
+    config = json.loads((s2 / "config.json").read_text())
+    examples, seconds = sum(e["examples"] for e in history), history[-1].get("seconds")
+    return {
+        "epochs": len(history),
+        "examples": examples,
+        "seconds": seconds,
+        "examples_per_s": None if not seconds else round(examples / seconds, 3),
+        "best_epoch": config.get("best_epoch"),
+        "valid_hr@1_per_epoch": [e["valid"].get("hr@1") for e in history],
+        "train": config.get("train"),
+        "scoring": config.get("scoring"),
+        "calibration_valid": (config.get("calibration") or {}).get("valid"),
+    }
+
+
+def plot_losses(runs: dict[str, Path], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for name, s2 in runs.items():
+        steps = json.loads((s2 / "steps.json").read_text()) if (s2 / "steps.json").is_file() else []
+        if steps:
+            ax.plot([s["step"] for s in steps], [s["loss_avg"] for s in steps], label=name)
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("LM loss on the target title (20-step mean)")
+    ax.set_title("A-LLMRec stage 2 on ml-100k")
+    ax.legend()
+    fig.savefig(path, dpi=100)
 
 
 def main() -> None:
@@ -176,41 +206,58 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args.work.mkdir(parents=True, exist_ok=True)
-    t: dict[str, float] = {}
     start = time.perf_counter()
-    warm_root, cold_root = args.work / "warm", args.work / "cold"
     if not (args.work / "ml-100k").is_dir():
-        source = (
-            args.source
-            or Path(os.environ.get("LLMREC_DATA_DIR", REPO.parent / "shared" / "data")) / "ml-100k"
+        root = Path(os.environ.get("LLMREC_DATA_DIR", REPO.parent / "shared" / "data"))
+        prepare_dataset(
+            PrepareConfig(dataset="ml-100k"), args.source or root / "ml-100k", args.work / "ml-100k"
         )
-        prepare_dataset(PrepareConfig(dataset="ml-100k"), source, args.work / "ml-100k")
     data = load_prepared(args.work / "ml-100k")
-    if not (args.work / "ml-100k-cold").is_dir():
-        make_cold_split(data, args.work / "ml-100k-cold", args.cold_fraction, args.seed)
-    cold = load_prepared(args.work / "ml-100k-cold")
     llm = load_llm(args.llm, device=args.device, dtype="float32")
-    warm_sasrec, warm_s2 = train_pipeline(data, warm_root, args, llm, t)
-    warm = warm_table(data, warm_sasrec, warm_s2, llm, args, t)
-    cold_rows: dict[str, Any] = {}
-    if not args.skip_cold:
-        cold_sasrec, cold_s2 = train_pipeline(cold, cold_root, args, llm, t)
-        cold_rows = cold_table(cold, cold_sasrec, cold_s2, llm, args, t)
-    result = {
-        "command": " ".join(["python", *sys.argv]),
+    result: dict[str, Any] = {
+        "command": portable_command(sys.argv),
         "dataset": "ml-100k",
-        "protocol": f"1+19 (shared stored candidates, seed {args.seed})",
+        "protocol": f"1+19, stored test candidates (seed {args.seed}); random Hit@1 = .05",
         "llm": args.llm,
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "warm": warm,
-        "cold": cold_rows,
-        "timings_s": t,
+        "args": portable_args(args),
+        "training": {},
+    }
+    runs = {}
+    if not args.skip_warm:
+        warm_sasrec, warm_s2 = pipeline(data, args.work / "warm", args, llm)
+        users = select_users(data.n_users, args.eval_users, args.seed)
+        result["warm"] = table(data, warm_sasrec, warm_s2, users, args, llm)
+        result["training"]["warm"] = training_record(warm_s2)
+        runs["warm"] = warm_s2
+    if not args.skip_cold:
+        if not (args.work / "ml-100k-cold").is_dir():
+            make_cold_split(data, args.work / "ml-100k-cold", args.cold_fraction, args.seed)
+        cold = load_prepared(args.work / "ml-100k-cold")
+        cold_sasrec, cold_s2 = pipeline(cold, args.work / "cold", args, llm)
+        cold_users = cold_test_users(cold, np.arange(cold.n_users))
+        if 0 < args.cold_users < len(cold_users):
+            cold_users = np.sort(np.random.default_rng(args.seed).permutation(cold_users)[: args.cold_users])
+        result["cold"] = table(cold, cold_sasrec, cold_s2, cold_users, args, llm)
+        result["training"]["cold"] = training_record(cold_s2)
+        runs["cold"] = cold_s2
+    plot = args.out.with_name("allmrec_stage2_loss.png")
+    plot_losses(runs, plot)
+    result |= {
+        "loss_plot": portable_path(plot),
         "total_s": round(time.perf_counter() - start, 1),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({"warm": warm, "cold": cold_rows, "total_s": result["total_s"]}, indent=2))
+    for name in ("warm", "cold"):
+        if name in result:
+            print(f"\n{name} ({result[name]['n_users']} test users)")
+            for row, m in result[name]["rows"].items():
+                print(
+                    f"  {row:42} Hit@1 {m['hr@1']:.4f} ± {m['hr@1_se']:.4f}   "
+                    f"NDCG@10 {m['ndcg@10']:.4f} ± {m['ndcg@10_se']:.4f}"
+                )
+    print(f"wrote {portable_path(args.out)} in {result['total_s']:.0f} s")
 
 
 if __name__ == "__main__":

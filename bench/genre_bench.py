@@ -1,7 +1,11 @@
 """Favourite-genre bench: for test users, how well each method's top genres cover the genres of the held-out
-next item (HR@1/@3, recall@3, NDCG@3, NDCG over the genre list) — A-LLMRec's learned genre prompt vs the most
-frequent genres of the history, the frozen LLM reading titles only, and the global genre prior.
-Prints a table, writes bench/results/genre.json. Prepares data, a quick SASRec and stage 1 when missing.
+next item (HR@1/@3, recall@3, NDCG@3, NDCG over the genre list) — A-LLMRec's learned genre prompt alone and
+as served (blended with the history's genre shares, weight chosen on validation) vs the most frequent genres
+of the history, the frozen LLM reading titles only, and the global genre prior. Also the explanation
+sentences of --sentence-users test users: the served one (written from the ranked list) and the free greedy
+continuation (the old answer, kept as a baseline), counted for disagreeing with the list, repeating a genre
+or ending mid-word. Prints a table, writes bench/results/genre.json. Prepares data, a quick SASRec and
+stage 1 when missing (--sasrec / --stage1 / --stage2 reuse trained checkpoints of the first dataset).
 
 CPU (2 shared cores, ~15 min):  nice .venv/bin/python bench/genre_bench.py --threads 1
 GPU, larger LLM:                .venv/bin/python bench/genre_bench.py --llm meta-llama/Llama-3.2-3B-Instruct \
@@ -22,12 +26,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from portable import portable_command
 
-from models.allmrec_genre import GenreEncoder
+from models.allmrec_genre import GenreEncoder, genre_lead, genre_sentence
+from models.allmrec_scoring import GenreBlend, blend_genre_scores, history_genre_shares
 from models.prompts import ALLMRecPromptConfig
-from training.allmrec_genre_train import GenreTrainConfig, load_genre_encoder, train_allmrec_genre
+from training.allmrec.config import GenreTrainConfig
+from training.allmrec.genre import load_genre_encoder, train_allmrec_genre
+from training.common.llm import LoadedLLM
 from training.data.dataset import PreparedData, load_prepared
-from training.genre_eval import (
+from training.evaluation.genre import (
     GenreScoreFn,
     evaluate_genres,
     genre_matrix,
@@ -35,8 +43,8 @@ from training.genre_eval import (
     genre_users,
     genre_vocab,
     history_genre_counts,
+    sentence_problems,
 )
-from training.llm import LoadedLLM
 
 log = logging.getLogger("genre_bench")
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +69,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--history-len", type=int, default=10)
     p.add_argument("--max-title-tokens", type=int, default=16)
     p.add_argument("--valid-users", type=int, default=50)
+    p.add_argument("--sentence-users", type=int, default=200, help="Test users whose sentences are checked.")
+    p.add_argument("--sasrec", type=Path, default=None, help="Trained SASRec (first dataset).")
+    p.add_argument("--stage1", type=Path, default=None, help="Trained A-LLMRec stage 1 (first dataset).")
+    p.add_argument("--stage2", type=Path, default=None, help="Stage 2 to start the genre training from.")
     p.add_argument(
         "--stage1-epochs", nargs="+", type=int, default=[20, 3], help="Stage-1 epochs (if missing)."
     )
@@ -89,7 +101,8 @@ def prepared(work: Path, name: str) -> PreparedData:
 def sasrec_dir(work: Path, data: PreparedData, args: argparse.Namespace) -> Path:
     out = work / f"sasrec-{data.name}"
     if not (out / "model.safetensors").is_file():
-        from training.sasrec_train import SASRecTrainConfig, train_sasrec
+        from training.sasrec.config import SASRecTrainConfig
+        from training.sasrec.train import train_sasrec
 
         config = SASRecTrainConfig(
             epochs=200, time_budget_s=args.sasrec_budget, device=args.device, progress=False, max_len=50
@@ -102,7 +115,8 @@ def sasrec_dir(work: Path, data: PreparedData, args: argparse.Namespace) -> Path
 def stage1_dir(work: Path, data: PreparedData, sasrec: Path, args: argparse.Namespace, epochs: int) -> Path:
     out = work / f"stage1-{data.name}"
     if not (out / "config.json").is_file():
-        from training.allmrec_train import Stage1TrainConfig, train_stage1
+        from training.allmrec.config import Stage1TrainConfig
+        from training.allmrec.stage1 import train_stage1
 
         config = Stage1TrainConfig(epochs=epochs, lr=1e-3, device=args.device, progress=False)
         train_stage1(data, sasrec, config, out)
@@ -127,8 +141,9 @@ def run_dataset(args: argparse.Namespace, i: int, name: str) -> dict[str, Any]:
     vocab = genre_vocab(data)
     matrix = genre_matrix(data, vocab)
     users = genre_users(data, matrix, "test", n_users, args.seed)
-    sasrec = sasrec_dir(args.work, data, args)
-    stage1 = stage1_dir(args.work, data, sasrec, args, s1_epochs)
+    sasrec = args.sasrec if i == 0 and args.sasrec else sasrec_dir(args.work, data, args)
+    stage1 = args.stage1 if i == 0 and args.stage1 else stage1_dir(args.work, data, sasrec, args, s1_epochs)
+    init = args.stage2 if i == 0 else None
     out = args.work / f"genre-{name}"
     config = GenreTrainConfig(
         llm=args.llm,
@@ -145,19 +160,25 @@ def run_dataset(args: argparse.Namespace, i: int, name: str) -> dict[str, Any]:
         progress=False,
     )
     start = time.perf_counter()
-    summary = train_allmrec_genre(data, sasrec, stage1, config, out)
+    summary = train_allmrec_genre(data, sasrec, stage1, config, out, stage2_init=init)
     train_s = time.perf_counter() - start
-    learned, llm, _ = load_genre_encoder(out, data, args.device)
+    learned, llm, ckpt = load_genre_encoder(out, data, args.device)
     titles_only = titles_only_encoder(data, llm, vocab, learned.prompt)
     prior = genre_prior(data, matrix)
+    blend = GenreBlend(**ckpt["blend"])
+
+    def served(h: list[np.ndarray], _u: object) -> np.ndarray:
+        return blend_genre_scores(learned.scores(h).numpy(), history_genre_shares(h, matrix), blend)
+
     rows = {
         "history_frequency": timed(data, lambda h, _u: history_genre_counts(h, matrix), users, matrix, 64),
         "genre_prior": timed(data, lambda h, _u: np.tile(prior, (len(h), 1)), users, matrix, 64),
         "llm_titles_only": timed(data, lambda h, _u: titles_only.scores(h).numpy(), users, matrix, 8),
-        "allmrec_genre": timed(data, lambda h, _u: learned.scores(h).numpy(), users, matrix, 8),
+        "allmrec_genre (LLM alone)": timed(data, lambda h, _u: learned.scores(h).numpy(), users, matrix, 8),
+        "allmrec_genre (served: blended)": timed(data, served, users, matrix, 8),
     }
-    with torch.no_grad():
-        sample = learned.explain([data.split_input(int(users[0]), "test")])[0]
+    sentences = sentence_check(data, learned, served, users[: args.sentence_users], vocab)
+    sample = sentences.pop("examples")
     return {
         "dataset": name,
         "n_test_users": len(users),
@@ -171,8 +192,40 @@ def run_dataset(args: argparse.Namespace, i: int, name: str) -> dict[str, Any]:
             "examples_per_s": summary["history"][-1]["examples_per_s"],
         },
         "methods": rows,
-        "example_explanation": sample,
+        "blend": ckpt["blend"],
+        "sentences": sentences,
+        "example_explanations": sample,
     }
+
+
+def sentence_check(
+    data: PreparedData,
+    learned: GenreEncoder,
+    served: Any,
+    users: np.ndarray,
+    vocab: list[str],
+    top_n: int = 3,
+) -> dict[str, Any]:
+    """Problems (disagrees / repeats / cut) of the served sentence and of the free continuation, per user,
+    against the served answer's top genres; counts over `users` and three examples."""
+    lead = genre_lead(learned.prompt)
+    counts: dict[str, dict[str, int]] = {"served": {}, "free_continuation": {}}
+    examples = []
+    for begin in range(0, len(users), 8):
+        histories = [data.split_input(int(u), "test") for u in users[begin : begin + 8]]
+        with torch.no_grad():
+            ranked = [
+                [vocab[g] for g in np.argsort(-row, kind="stable")[:top_n]] for row in served(histories, None)
+            ]
+            free = learned.explain(histories)
+        for top, text in zip(ranked, free, strict=True):
+            written = genre_sentence(top, learned.prompt)
+            for name, sentence in (("served", written), ("free_continuation", text)):
+                for problem in sentence_problems(sentence, lead, top, vocab) or ["none"]:
+                    counts[name][problem] = counts[name].get(problem, 0) + 1
+            if len(examples) < 3:
+                examples.append({"genres": top, "served": written, "free_continuation": text})
+    return {"users": len(users), "counts": counts, "examples": examples}
 
 
 def titles_only_encoder(
@@ -205,7 +258,7 @@ def main() -> None:
     for i, name in enumerate(args.datasets):
         results.append(run_dataset(args, i, name))
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": portable_command(sys.argv, Path(sys.executable).name),
         "llm": args.llm,
         "device": args.device,
         "dtype": args.dtype,

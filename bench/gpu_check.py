@@ -66,7 +66,7 @@ def llm_candidates() -> list[tuple[str, Callable[[], tuple[Any, Any]]]]:
     """(name, loader) for the tiny random Llama and, if cached, SmolLM2 (never downloads or converts)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from tests.models.tiny_llm import tiny_tokenizer
+    from training.common.llm import tiny_tokenizer
 
     def tiny() -> tuple[Any, Any]:
         tokenizer = tiny_tokenizer()

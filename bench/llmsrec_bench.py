@@ -28,15 +28,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from portable import portable_command, portable_path
 
 from models.hybrid import HybridConfig, hybrid_item_table, hybrid_user_vectors
 from training.data.dataset import PreparedData, load_prepared
-from training.evaluation import evaluate
 from training.evaluation.candidates import select_users
-from training.hybrid import HybridScorer
-from training.llmsrec_scorer import load_llmsrec_scorer
-from training.llmsrec_train import LLMSRecTrainConfig, train_llmsrec
-from training.sasrec_scorer import SASRecScorer, load_sasrec
+from training.evaluation.protocol import evaluate
+from training.llmsrec.config import LLMSRecTrainConfig
+from training.llmsrec.hybrid import HybridScorer
+from training.llmsrec.scorer import load_llmsrec_scorer
+from training.llmsrec.train import train_llmsrec
+from training.sasrec.checkpoint import load_sasrec
+from training.sasrec.scorer import SASRecScorer
 
 log = logging.getLogger("llmsrec_bench")
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +88,8 @@ def converged_sasrec(args: argparse.Namespace, data: PreparedData) -> tuple[Path
     """SASRec trained to early stopping on validation (no time budget): the one teacher of every row."""
     out = args.work / "sasrec"
     if not (out / "config.json").is_file():
-        from training.sasrec_train import SASRecTrainConfig, train_sasrec
+        from training.sasrec.config import SASRecTrainConfig
+        from training.sasrec.train import train_sasrec
 
         train_sasrec(data, SASRecTrainConfig(epochs=200, patience=20, device=args.device), out)
     meta = json.loads((out / "config.json").read_text())
@@ -134,7 +138,7 @@ def train_row(args: argparse.Namespace, data: PreparedData, sasrec: Path, row: s
             "epochs": len(history),
         }
     return {
-        "dir": str(out),
+        "dir": portable_path(out),
         "recipe": recipe,
         "variant": variant,
         "valid": config["valid"],
@@ -251,7 +255,7 @@ def main() -> None:
     plot = out.with_suffix(".png")
     plot_curves(trained, float(sasrec_meta["valid"]["ndcg@10"]), plot)
     result = {
-        "command": "python bench/llmsrec_bench.py " + " ".join(sys.argv[1:]),
+        "command": portable_command(sys.argv),
         "dataset": data.name,
         "protocol": "1+99 test",
         "device": args.device,
@@ -264,7 +268,7 @@ def main() -> None:
         "models": results,
         "training": {k: {x: y for x, y in v.items() if x != "curve"} for k, v in trained.items()},
         "curves": {k: v["curve"] for k, v in trained.items()},
-        "plot": str(plot),
+        "plot": portable_path(plot),
         "wall_s": time.perf_counter() - wall,
     }
     print_table(results)

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from portable import portable_args
 from serve_bench import SERVER, free_port, histories, process, ready, redis_up, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -303,7 +304,7 @@ def main() -> None:
     def cold(n: int) -> list[dict[str, Any]]:  # histories no request of this run has sent
         return [{"history": h, "model": args.model} for h in histories(n_items, history_len, n, rng, seen)]
 
-    result: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    result: dict[str, Any] = {"args": portable_args(args)}
     with tempfile.TemporaryDirectory(prefix="outage-bench-") as tmp:
         redis = OwnRedis(Path(tmp))
         redis.start()
@@ -347,7 +348,8 @@ def run_both(args: argparse.Namespace, redis: OwnRedis, prefix: str, work: Workl
             out["outage_without_l1"] = outage(url, work, redis, [args.baseline_concurrency], args)
     from app.settings import Settings
 
-    out["settings"] = {name: getattr(Settings(bundle=args.bundle), name) for name in
+    view = Settings(bundle=args.bundle).env_view()  # by the variables' names, as the runs set them
+    out["settings"] = {name: view[f"LLMREC_{name.upper()}"] for name in
                        ("llm_shed_budget_s", "llm_timeout_s", "l1_cache_max_entries", "max_batch_size",
                         "redis_retry_after_s")}  # fmt: skip
     return out

@@ -22,10 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from portable import portable_args, portable_command
 
 from training.data.dataset import PreparedData, load_prepared
-from training.evaluation import PopularityScorer, evaluate
-from training.sasrec_train import SASRecScorer, SASRecTrainConfig, load_sasrec, train_sasrec
+from training.evaluation.popularity import PopularityScorer
+from training.evaluation.protocol import evaluate
+from training.sasrec.checkpoint import load_sasrec
+from training.sasrec.config import SASRecTrainConfig
+from training.sasrec.scorer import SASRecScorer
+from training.sasrec.train import train_sasrec
 
 log = logging.getLogger("sasrec_bench")
 REPO = Path(__file__).resolve().parents[1]
@@ -163,12 +168,12 @@ def main() -> None:
     rows = [run_dataset(name, args) for name in args.datasets]
     print_table(rows)
     result = {
-        "command": "python bench/sasrec_bench.py " + " ".join(sys.argv[1:]),
+        "command": portable_command(sys.argv),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": portable_args(args),
         "paper_settings": PAPER,
         "results": rows,
         "wall_s": time.perf_counter() - wall,

@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+from portable import portable_args, portable_path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -301,17 +302,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         bundle_dir = args.bundle
         if args.tiny:
-            from tests.app.tiny_bundle import build_tiny_bundle
+            from training.tiny_bundle import build_tiny_bundle
 
             bundle_dir = build_tiny_bundle(Path(tmp) / "tiny")
             if args.model == "allmrec":
-                from tests.app.tiny_genre import build_genre_bundle
+                from training.tiny_bundle import build_genre_bundle
 
                 bundle_dir = build_genre_bundle(Path(tmp) / "tiny")
         if bundle_dir is None:
             raise SystemExit("give --bundle DIR or --tiny")
         result = bench(args, Path(bundle_dir), Path(tmp))
-    result |= {"bundle": str(bundle_dir), "args": {k: str(v) for k, v in vars(args).items()},
+    result |= {"bundle": portable_path(bundle_dir), "args": portable_args(args),
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}  # fmt: skip
     print_table(result)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,7 @@ GENRE="$WORK/allmrec-genre-ml-100k"
 BUNDLE="${LLMREC_BUNDLE:-$WORK/bundle-ml-100k}"
 mkdir -p "$WORK"
 # raw data: $LLMREC_DATA_DIR, else the shared data beside the checkout (`llmrec data download` fetches it)
-if [ -z "${LLMREC_DATA_DIR:-}" ]; then
-  for d in ../shared/data /work/shared/data data; do [ -d "$d" ] && break; done
-  export LLMREC_DATA_DIR="$d"
-fi
+export LLMREC_DATA_DIR="${LLMREC_DATA_DIR:-../shared/data}"
 
 # every step line carries the clock time and the time since the start (bash's SECONDS), so a slow step shows
 step() {
@@ -48,15 +45,16 @@ if [ ! -f "$BUNDLE/manifest.json" ]; then
       --epochs "${DEMO_STAGE1_EPOCHS:-20}" --lr 1e-3
   fi
   if [ ! -f "$ALLMREC/config.json" ]; then
-    step "A-LLMRec stage 2: soft prompts for next-item titles (frozen SmolLM2)"
+    step "A-LLMRec stage 2: soft prompts for next-item titles (frozen SmolLM2), scoring chosen on validation"
     "$LLMREC" train allmrec-stage2 --data "$DATA" --sasrec "$SASREC" --stage1 "$STAGE1" --llm smollm2 \
-      --out "$ALLMREC" --epochs 1 --max-users "${DEMO_ALLMREC_USERS:-48}" --lr 1e-3 --batch-size 2 \
-      --eval-max-users "${DEMO_ALLMREC_EVAL_USERS:-16}"
+      --out "$ALLMREC" --epochs 1 --max-users "${DEMO_ALLMREC_USERS:-48}" --lr 1e-3 --batch-size 4 \
+      --n-candidates 10 --template "${DEMO_ALLMREC_TEMPLATE:-lead}" --dtype float32 \
+      --eval-max-users "${DEMO_ALLMREC_EVAL_USERS:-16}" --calibration-users "${DEMO_ALLMREC_CALIBRATION_USERS:-100}"
   fi
   if [ ! -f "$GENRE/config.json" ]; then
     step "A-LLMRec genre prompt: the user's favourite genres (for /v1/explain/genre)"
     "$LLMREC" train allmrec-genre --data "$DATA" --sasrec "$SASREC" --stage1 "$STAGE1" --stage2 "$ALLMREC" \
-      --out "$GENRE" --max-users "${DEMO_GENRE_USERS:-96}" --valid-users "${DEMO_GENRE_VALID_USERS:-24}" \
+      --out "$GENRE" --max-users "${DEMO_GENRE_USERS:-96}" --valid-users "${DEMO_GENRE_VALID_USERS:-100}" \
       --lr 1e-3
   fi
   step "export the bundle"

@@ -14,12 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from models.allmrec import ALLMRecStage1, ALLMRecStage2, lm_loss
+from models.allmrec_scoring import PRIOR_MODES, llm_scores
 from models.lm_scoring import IGNORE, continuation_logprobs, greedy_generate, target_logits
 from models.prompts import (
     ALLMREC_ITEM,
     ALLMREC_USER,
     PAD_KEY,
     ALLMRecPromptConfig,
+    allmrec_candidate_clause,
     allmrec_prompt,
     allmrec_target,
     parse_generated_title,
@@ -119,20 +121,23 @@ class ALLMRecEncoder:
     def soft_batch(
         self,
         texts: Sequence[str],
-        cf_users: Tensor,
+        cf_users: Tensor | None,
         item_ids: Sequence[Sequence[int]],
         targets: Sequence[Sequence[int]] | None = None,
     ) -> tuple[PromptBatch, Tensor | None]:
-        """Prompt embeddings for any A-LLMRec prompt: each text holds one user marker (gets F_U(cf_users[b]))
-        and one item marker per id in item_ids[b] (gets F_I, in order). `targets` (token ids) are appended
-        after each prompt; labels (B, T) are then IGNORE everywhere except on the target tokens."""
+        """Prompt embeddings for any A-LLMRec prompt: each text holds one user marker (gets F_U(cf_users[b]);
+        none when cf_users is None) and one item marker per id in item_ids[b] (gets F_I, in order).
+        `targets` (token ids) are appended after each prompt; labels (B, T) are then IGNORE everywhere
+        except on the target tokens."""
         ids = tokenize(self.tokenizer, texts)
         if targets is not None:
             ids = [[*row, *t] for row, t in zip(ids, targets, strict=True)]
-        users = self.stage2.user_rows(cf_users)  # (B, H)
         flat = [int(i) for row in item_ids for i in row]
-        items = self.item_rows(flat) if flat else users[:0]  # (N, H)
-        soft = {self.special[ALLMREC_USER]: users, self.special[ALLMREC_ITEM]: items}
+        soft: dict[int, Tensor] = {}
+        if cf_users is not None:
+            soft[self.special[ALLMREC_USER]] = self.stage2.user_rows(cf_users)  # (B, H)
+        if flat:
+            soft[self.special[ALLMREC_ITEM]] = self.item_rows(flat)  # (N, H)
         batch = build_prompt_batch(ids, self.embedding, self.special[PAD_KEY], soft, "left")
         if targets is None:
             return batch, None
@@ -176,6 +181,20 @@ class ALLMRecEncoder:
         logits, tokens = target_logits(self.llm, batch, labels)
         return lm_loss(logits, tokens)
 
+    def ranking_losses(
+        self, histories: Sequence[History], candidates: Sequence[Sequence[int]], targets: Sequence[int]
+    ) -> dict[str, Tensor]:
+        """One forward, two losses, gradients into stage 2. `lm`: the paper's LM loss, the target title's
+        (and EOS's) mean token cross-entropy. `rank` (ours): cross-entropy of a softmax over every candidate's
+        summed title log-likelihood, the very score ranked at inference, with the target as the label."""
+        rows = self.candidate_rows(histories, candidates)
+        where = [[int(c) for c in cands].index(int(t)) for cands, t in zip(candidates, targets, strict=True)]
+        logits = torch.stack([sums for sums, _ in rows])  # (B, C)
+        counts = torch.stack([n for _, n in rows]).to(logits.dtype)  # (B, C)
+        label = torch.tensor(where, device=logits.device)
+        picked = logits.gather(1, label[:, None])[:, 0] / counts.gather(1, label[:, None])[:, 0]
+        return {"lm": -picked.mean(), "rank": nn.functional.cross_entropy(logits, label)}
+
     def candidate_rows(
         self, histories: Sequence[History], candidates: Sequence[Sequence[int]]
     ) -> list[tuple[Tensor, Tensor]]:
@@ -184,6 +203,31 @@ class ALLMRecEncoder:
         batch, _ = self.recommendation_batch(histories, candidates)
         conts = [[self.target_ids(int(c)) for c in cands] for cands in candidates]
         return continuation_logprobs(self.llm, batch, conts, self.special[PAD_KEY])
+
+    def prior_rows(self, candidates: Sequence[Sequence[int]]) -> list[tuple[Tensor, Tensor]]:
+        """As candidate_rows, under the prior prompt: the candidate clause alone (no user token, no
+        history), so a title's log-likelihood here is its prior among these candidates."""
+        texts = [
+            allmrec_candidate_clause([self.title(int(c)) for c in cands], self.prompt) for cands in candidates
+        ]
+        marked = [[int(c) for c in cands] for cands in candidates]
+        batch, _ = self.soft_batch(texts, None, marked)
+        conts = [[self.target_ids(int(c)) for c in cands] for cands in candidates]
+        return continuation_logprobs(self.llm, batch, conts, self.special[PAD_KEY])
+
+    def candidate_scores(
+        self, histories: Sequence[History], candidates: Sequence[Sequence[int]], mode: str
+    ) -> list[np.ndarray]:
+        """Per prompt, the (C_b,) LLM score of each candidate in `mode` (models.allmrec_scoring); the PMI
+        modes run the prior prompt too. No gradient."""
+        with torch.no_grad():
+            rows = self.candidate_rows(histories, candidates)
+            priors = self.prior_rows(candidates) if mode in PRIOR_MODES else [None] * len(rows)
+        out = []
+        for (sums, counts), prior in zip(rows, priors, strict=True):
+            prior_sums = None if prior is None else prior[0].cpu().numpy()[None]
+            out.append(llm_scores(sums.cpu().numpy()[None], counts.cpu().numpy()[None], prior_sums, mode)[0])
+        return out
 
     def candidate_logprobs(
         self, histories: Sequence[History], candidates: Sequence[Sequence[int]]

@@ -1,6 +1,8 @@
 """A-LLMRec's favourite-genre task: the stage-2 soft tokens (user F_U, history items F_I) in a genre prompt;
-every genre of the vocabulary is scored by the frozen LLM's likelihood of its name as the continuation, and
-one greedy sentence explains. Without an A-LLMRec encoder it is the titles-only baseline (same wording)."""
+every genre of the vocabulary is scored by the frozen LLM's likelihood of its name as the continuation, the
+scores are blended with the history's own genre shares (weight chosen on validation), and the sentence is
+written from the ranked list, so list and sentence always agree. The greedy continuation (`explain`) stays as
+a measured baseline. Without an A-LLMRec encoder it is the titles-only baseline (same wording)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,13 @@ from torch import Tensor, nn
 from models.allmrec import lm_loss
 from models.allmrec_encoder import ALLMRecEncoder
 from models.lm_scoring import IGNORE, continuation_logprobs, greedy_generate, target_logits
-from models.prompts import ALLMREC_ITEM, ALLMREC_USER, PAD_KEY, ALLMRecPromptConfig, truncate_titles
+from models.prompts import (
+    ALLMREC_ITEM,
+    PAD_KEY,
+    ALLMRecPromptConfig,
+    allmrec_user_clause,
+    truncate_titles,
+)
 from models.soft_prompt import PromptBatch, build_prompt_batch, pad_ids, tokenize
 
 # Bump when the wording changes: heads trained on one wording do not fit another.
@@ -30,7 +38,7 @@ def genre_prompt(titles: Sequence[str], config: ALLMRecPromptConfig, soft: bool)
     `soft`: the user marker and one item marker per title (A-LLMRec); else the plain-text baseline."""
     mark = ALLMREC_ITEM if soft else ""
     items = ",".join(f'"{t}"{mark}' for t in titles)
-    user = f"{ALLMREC_USER} is a user representation. " if soft else ""
+    user = allmrec_user_clause(config) if soft else ""
     return f"{user}This user has {config.verb} {items} in the previous. {genre_lead(config)}"
 
 
@@ -132,15 +140,19 @@ class GenreEncoder:
         logits, tokens = target_logits(self.llm, batch, labels)
         return lm_loss(logits, tokens)
 
-    def explain(self, histories: Sequence[Sequence[int]], max_new_tokens: int = 24) -> list[str]:
-        """One sentence per history: the prompt's last clause and its tidied greedy continuation."""
+    def continuations(self, histories: Sequence[Sequence[int]], max_new_tokens: int = 24) -> list[str]:
+        """The raw greedy continuation of each genre prompt (the free-text baseline, untidied)."""
         eos = getattr(self.tokenizer, "eos_token_id", None)
         batch, _ = self.batch(histories)
         rows = greedy_generate(
             self.llm, batch, max_new_tokens, [] if eos is None else [int(eos)], self.pad_id
         )
         decode = self.tokenizer.decode  # type: ignore[attr-defined]
-        return self.sentences([decode(row, skip_special_tokens=True) for row in rows])
+        return [decode(row, skip_special_tokens=True) for row in rows]
+
+    def explain(self, histories: Sequence[Sequence[int]], max_new_tokens: int = 24) -> list[str]:
+        """One sentence per history: the prompt's last clause and its tidied greedy continuation."""
+        return self.sentences(self.continuations(histories, max_new_tokens))
 
     def prompt_embeds(self, histories: Sequence[Sequence[int]]) -> list[Tensor]:
         """Unpadded (T_i, H) prompt embeddings per history, for an engine that generates from them."""
@@ -151,3 +163,14 @@ class GenreEncoder:
         lead = genre_lead(self.prompt)
         texts = [tidy_sentence(text) for text in continuations]
         return [f"{lead} {text}" if text else lead for text in texts]
+
+
+def genre_sentence(ranked: Sequence[str], config: ALLMRecPromptConfig, lead: str | None = None) -> str:
+    """The explanation, written from the ranked list: its genres in order, each once, a full sentence.
+    'The movie genres this user likes most are: Comedy, Drama and Romance.'"""
+    lead = genre_lead(config) if lead is None else lead
+    names = list(dict.fromkeys(ranked))  # keeps the order, drops repeats
+    if not names:
+        return f"{lead} none known yet."
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
+    return f"{lead} {listed}."

@@ -1,6 +1,6 @@
 """The service bundle on disk: layout, manifest schema, file hashing and bundle version (verification lives
-in models.bundle_verify). Stdlib + numpy only, shared by training/export (writer) and app/ (reader); it
-knows no torch or model code.
+in models.bundle_verify, typed views of the LLM and prompt sections in models.manifest_parts). Stdlib + numpy
+only, shared by training/export (writer) and app/ (reader); it knows no torch or model code.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 BUNDLE_SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -37,16 +39,6 @@ MODEL_FILES: dict[str, tuple[str, ...]] = {
 }
 COMMON_FILES = (CATALOG_FILE, POPULARITY_FILE)
 WEIGHT_SUFFIXES = (".safetensors", ".npy", ".npz", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".faiss")
-# What the service needs to rebuild LLM-SRec prompts exactly as in training.
-LLM_KEYS = (
-    "id",
-    "path",
-    "dtype",
-    "special_tokens",
-    "prompt_template_version",
-    "max_title_tokens",
-    "history_len",
-)
 _CHUNK = 1 << 20
 
 
@@ -73,6 +65,29 @@ class Dims:
 
 
 @dataclass(frozen=True)
+class ColdItems:
+    """Items added after training by `llmrec export add-items` (training/add_items.py): a title and genres,
+    no interactions. Their rows are zero in every CF table and item table (SASRec, LLM-SRec, popularity) and
+    come from the text encoder in A-LLMRec's stage 1 (cold = True), so only A-LLMRec's text path ranks them.
+    Their catalog rows carry `"cold": true` too."""
+
+    ids: tuple[int, ...]  # internal item ids, ascending
+    text_model: str  # the sentence encoder that embedded their texts (the one stage 1 was trained with)
+    sources: tuple[str, ...] = ()  # bundle_version each add-items run started from, oldest first
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ColdItems:
+        return cls(
+            ids=tuple(int(i) for i in raw["ids"]),
+            text_model=str(raw["text_model"]),
+            sources=tuple(str(v) for v in raw.get("sources") or ()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ids": list(self.ids), "text_model": self.text_model, "sources": list(self.sources)}
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Typed, read-only view of manifest.json; per-model configs are keyed by model name."""
 
@@ -84,9 +99,10 @@ class Manifest:
     models: tuple[str, ...]
     files: Mapping[str, str]  # relative posix path → sha256 hex
     configs: Mapping[str, Mapping[str, Any]]  # model name → its config (also at <name>/config.json)
-    llm: Mapping[str, Any] | None = None
+    llm: Mapping[str, Any] | None = None  # as on disk; typed by models.manifest_parts.LLMSpec
     training: Mapping[str, Any] = field(default_factory=dict)  # provenance: train config, best epoch, valid
     default_model: str | None = None  # chosen at export (models.model_choice); None in older bundles
+    cold_items: ColdItems | None = None  # items added by `llmrec export add-items`; None when there are none
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Manifest:
@@ -107,6 +123,7 @@ class Manifest:
                 llm=None if raw.get("llm") is None else dict(raw["llm"]),
                 training=dict(raw.get("training") or {}),
                 default_model=None if raw.get("default_model") is None else str(raw["default_model"]),
+                cold_items=None if raw.get("cold_items") is None else ColdItems.from_dict(raw["cold_items"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise BundleError(f"{MANIFEST_FILE}: malformed or missing field: {err!r}") from err
@@ -127,6 +144,8 @@ class Manifest:
         out |= {name: dict(self.configs[name]) for name in self.models}
         if self.default_model is not None:  # absent rather than null, so older manifests round-trip
             out["default_model"] = self.default_model
+        if self.cold_items is not None:  # absent without cold items, as in bundles from `export bundle`
+            out["cold_items"] = self.cold_items.to_dict()
         return out | {"training": dict(self.training), "files": dict(self.files)}
 
 
@@ -166,11 +185,36 @@ def read_manifest(bundle_dir: Path) -> Manifest:
     return Manifest.from_dict(raw)
 
 
-def read_safetensors_header(path: Path) -> dict[str, list[int]]:
-    """Tensor name → shape, from the safetensors JSON header only (no tensor data is read)."""
+def _safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """(header size, header) of a safetensors file: the JSON after its 8-byte length; no tensor data read."""
     with open(path, "rb") as fh:
         (size,) = struct.unpack("<Q", fh.read(8))
         if size > 100_000_000:
             raise ValueError(f"header size {size} is implausible")
-        header = json.loads(fh.read(size))
+        return size, json.loads(fh.read(size))
+
+
+def read_safetensors_header(path: Path) -> dict[str, list[int]]:
+    """Tensor name → shape, from the safetensors JSON header only (no tensor data is read)."""
+    _, header = _safetensors_header(path)
     return {name: list(meta["shape"]) for name, meta in header.items() if name != "__metadata__"}
+
+
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BOOL": "?", "U8": "u1", "I64": "<i8"}
+
+
+def read_safetensors_rows(path: Path, name: str, rows: list[int]) -> np.ndarray:
+    """Rows of one tensor (first axis) in its stored dtype (BF16 widened to float32), memory-mapped so only
+    those rows are read; KeyError for a missing tensor, ValueError for a dtype this reader does not know."""
+    size, header = _safetensors_header(path)
+    meta = header[name]
+    dtype, shape = str(meta["dtype"]), tuple(int(d) for d in meta["shape"])
+    begin = 8 + size + int(meta["data_offsets"][0])
+    if dtype == "BF16":
+        raw = np.memmap(path, dtype="<u2", mode="r", offset=begin, shape=shape)[rows]
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    if dtype not in _SAFETENSORS_DTYPES:
+        raise ValueError(f"{path}: tensor {name} has dtype {dtype}, which this reader does not know")
+    return np.array(
+        np.memmap(path, dtype=_SAFETENSORS_DTYPES[dtype], mode="r", offset=begin, shape=shape)[rows]
+    )

@@ -1,6 +1,6 @@
 """Verification of a service bundle: every file listed and hashed, shapes of the catalog, popularity, item
 table and each model's tensors (read from safetensors headers, no weights loaded), configs that match the
-manifest. Returns human-readable problems; knows no torch or model code.
+manifest, prompt templates this code knows. Returns human-readable problems; knows no torch or model code.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from models.allmrec_scoring import ALLMRecScoring, GenreBlend
 from models.bundle import (
     CATALOG_FILE,
     COMMON_FILES,
     ITEM_VECTORS_FILE,
     LLM_DIR,
-    LLM_KEYS,
     MODEL_FILES,
     POPULARITY_FILE,
     WEIGHT_SUFFIXES,
@@ -30,7 +30,9 @@ from models.bundle import (
     read_safetensors_header,
     sha256_file,
 )
+from models.bundle_cold import cold_item_problems
 from models.hybrid import HybridConfig
+from models.manifest_parts import LLM_KEYS, LLMSpec, template_problems
 from models.model_choice import RECOMMENDERS
 
 
@@ -155,6 +157,11 @@ def _check_llm(m: Manifest) -> list[str]:
     if m.llm is None:
         return ["llmsrec needs an llm section in the manifest"]
     problems = [f"llm.{key} is missing" for key in LLM_KEYS if key not in m.llm]
+    if not problems:
+        try:
+            LLMSpec.from_dict(m.llm)
+        except BundleError as err:
+            problems.append(str(err))
     if m.llm.get("path") == LLM_DIR and f"{LLM_DIR}/config.json" not in m.files:
         problems.append(f"llm.path is {LLM_DIR!r} but {LLM_DIR}/config.json is not listed in manifest files")
     return problems
@@ -171,12 +178,24 @@ def _check_allmrec_part(name: str, root: Path, m: Manifest) -> list[str]:
             problems.append(f"{name} genres must be a non-empty list of names, got {genres!r}")
     if m.llm is None:
         problems.append(f"{name} needs an llm section in the manifest")
+    calibrated, kind = ("blend", GenreBlend) if name == "allmrec_genre" else ("scoring", ALLMRecScoring)
+    try:
+        kind(**dict(cfg.get(calibrated) or {}))  # absent: older bundles, the uncalibrated default
+    except (TypeError, ValueError) as err:
+        problems.append(f"{name} {calibrated} is invalid: {err}")
     stage1, stage2 = dict(cfg.get("stage1") or {}), dict(cfg.get("stage2") or {})
     latent, hidden = stage1.get("latent"), stage2.get("llm_hidden")
     if hidden != d.llm_hidden:
         problems.append(f"{name} stage2 llm_hidden {hidden} != dims.llm_hidden {d.llm_hidden}")
+    if stage1.get("n_items") != n:
+        problems.append(f"{name} stage1 n_items {stage1.get('n_items')} != dataset n_items {n}")
     problems += _check_config_file(root, f"{name}/config.json", cfg)
-    s1: dict[str, list[int | None]] = {"cf_item_emb": [n + 1, d.cf], "item_ae.enc.weight": [latent, d.cf]}
+    s1: dict[str, list[int | None]] = {
+        "cf_item_emb": [n + 1, d.cf],
+        "text_emb": [n + 1, stage1.get("d_text")],
+        "cold": [n + 1],
+        "item_ae.enc.weight": [latent, d.cf],
+    }
     s2: dict[str, list[int | None]] = {
         "user_proj.0.weight": [hidden, d.cf],
         "item_proj.0.weight": [hidden, latent],
@@ -232,7 +251,9 @@ def verify_bundle(bundle_dir: Path, *, check_hashes: bool = True) -> list[str]:
         needed = MODEL_FILES.get(name, ())
         if name in _MODEL_CHECKS and all(rel in present for rel in needed):
             problems += _MODEL_CHECKS[name](root, m)
+    problems += cold_item_problems(root, m, present)
     problems += _check_default_model(m)
+    problems += template_problems(m)
     version = compute_bundle_version(m.dataset.name, m.files)
     if m.bundle_version != version:
         problems.append(f"bundle_version {m.bundle_version!r} != {version!r} computed from the file hashes")

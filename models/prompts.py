@@ -123,7 +123,9 @@ def cut_history(
 # --- A-LLMRec (stage 2) -------------------------------------------------------------------------------
 # A-LLMRec reuses the LLM-SRec markers as placeholders: a marker's embedding is always replaced by a soft
 # row, so its name never reaches the LLM, and one token set keeps checkpoints and bundles compatible.
-ALLMREC_TEMPLATE_VERSION = "allmrec-v1"
+ALLMREC_TEMPLATE_VERSION = "allmrec-v1"  # the paper's: the user token is the prompt's very first token
+ALLMREC_LEAD_TEMPLATE_VERSION = "allmrec-v2"  # ours: real tokens before the user token
+ALLMREC_TEMPLATE_VERSIONS = {"paper": ALLMREC_TEMPLATE_VERSION, "lead": ALLMREC_LEAD_TEMPLATE_VERSION}
 ALLMREC_USER = USER_OUT  # the user soft token F_U (the paper's [UserRep])
 ALLMREC_ITEM = (
     HISTORY_EMB  # every item soft token F_I: history ([HistoryEmb]) and candidates ([CandidateEmb])
@@ -141,6 +143,27 @@ class ALLMRecPromptConfig:
     max_title_tokens: int = 24
     version: str = ALLMREC_TEMPLATE_VERSION
 
+    def __post_init__(self) -> None:
+        if self.version not in ALLMREC_TEMPLATE_VERSIONS.values():
+            known = ", ".join(sorted(ALLMREC_TEMPLATE_VERSIONS.values()))
+            raise ValueError(f"unknown A-LLMRec prompt template version {self.version!r} (known: {known})")
+
+
+def allmrec_template_version(template: str) -> str:
+    """'paper' | 'lead' → the A-LLMRec template version recorded in checkpoints and bundles."""
+    if template not in ALLMREC_TEMPLATE_VERSIONS:
+        choices = " or ".join(ALLMREC_TEMPLATE_VERSIONS)
+        raise ValueError(f"unknown A-LLMRec prompt template {template!r} (choose {choices})")
+    return ALLMREC_TEMPLATE_VERSIONS[template]
+
+
+def allmrec_user_clause(config: ALLMRecPromptConfig) -> str:
+    """The sentence that carries the user token. The paper's puts it first, where Llama-style models park
+    attention (an attention sink); 'lead' puts real tokens before it."""
+    if config.version == ALLMREC_TEMPLATE_VERSION:
+        return f"{ALLMREC_USER} is a user representation. "
+    return f"Here is a user representation: {ALLMREC_USER}. "
+
 
 def base_verb(verb: str) -> str:
     """'watched' → 'watch' (for "... for this user to watch next")."""
@@ -154,10 +177,19 @@ def allmrec_prompt(
     each followed by its item token. Marker order = user, history (oldest first), candidates (as given).
     Ends without a trailing space: the target starts with one (see `allmrec_target`)."""
     history = ",".join(f'"{t}"{ALLMREC_ITEM}' for t in history_titles)
+    return (
+        f"{allmrec_user_clause(config)}This user has {config.verb} {history} in the previous. "
+        + allmrec_candidate_clause(candidate_titles, config)
+    )
+
+
+def allmrec_candidate_clause(candidate_titles: Sequence[str], config: ALLMRecPromptConfig) -> str:
+    """The prompt's last sentences: the candidate titles, each followed by its item token. On its own it is
+    the *prior* prompt: what the LLM expects of these candidates knowing nothing of the user, the baseline
+    of the pointwise-mutual-information score."""
     candidates = ",".join(f'"{t}"{ALLMREC_ITEM}' for t in candidate_titles)
     noun = config.noun
     return (
-        f"{ALLMREC_USER} is a user representation. This user has {config.verb} {history} in the previous. "
         f"Recommend one next {noun} for this user to {base_verb(config.verb)} next from the following "
         f"{noun} title set, {candidates}. The recommendation is"
     )

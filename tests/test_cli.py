@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from llmrec.cli import build_cli
 from tests.training.test_export import write_processed, write_sasrec
 from training.data.dataset import load_prepared
-from training.evaluation import evaluate
+from training.evaluation.protocol import evaluate
 from training.scorers import load_scorer
 
 runner = CliRunner()
@@ -52,12 +52,13 @@ def test_every_command_has_useful_help() -> None:
         assert "Usage:" in out and len(out.split()) > 15, path
 
 
-def test_unknown_dataset_is_one_clear_error() -> None:
-    code, out = invoke("data", "prepare", "--dataset", "nope", "--out", "/tmp/never-written")
+def test_unknown_dataset_is_one_clear_error(tmp_path: Path) -> None:
+    out_dir = tmp_path / "never-written"
+    code, out = invoke("data", "prepare", "--dataset", "nope", "--out", str(out_dir))
     assert code == 2
     assert "dataset 'nope' is unknown" in out and "ml-100k" in out
     assert "Traceback" not in out
-    assert not Path("/tmp/never-written").exists()
+    assert not out_dir.exists()
 
 
 def test_missing_source_names_the_file(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from training.cli_options import config_command, path_param
-from training.errors import LLMRecError
+from training.common.errors import LLMRecError
 
 console = Console(stderr=True)
 
@@ -86,8 +86,9 @@ def _register_prepare() -> None:
 
 
 def _register_train_sasrec() -> None:
-    from training.distributed import is_main
-    from training.sasrec_train import SASRecTrainConfig, train_sasrec
+    from training.common.distributed import is_main
+    from training.sasrec.config import SASRecTrainConfig
+    from training.sasrec.train import train_sasrec
 
     def run(config: SASRecTrainConfig, data: Path, out: Path) -> None:
         try:
@@ -108,8 +109,9 @@ def _register_train_sasrec() -> None:
 
 
 def _register_train_llmsrec() -> None:
-    from training.distributed import is_main
-    from training.llmsrec_train import LLMSRecTrainConfig, train_llmsrec
+    from training.common.distributed import is_main
+    from training.llmsrec.config import LLMSRecTrainConfig
+    from training.llmsrec.train import train_llmsrec
 
     def run(config: LLMSRecTrainConfig, data: Path, sasrec: Path, out: Path) -> None:
         try:
@@ -134,7 +136,10 @@ def _register_train_llmsrec() -> None:
 
 
 def _register_train_allmrec() -> None:
-    from training.allmrec_train import Stage1TrainConfig, Stage2TrainConfig, train_stage1, train_stage2
+    from training.allmrec.calibration import calibrate_checkpoint
+    from training.allmrec.config import CalibrateConfig, Stage1TrainConfig, Stage2TrainConfig
+    from training.allmrec.stage1 import train_stage1
+    from training.allmrec.stage2 import train_stage2
 
     def run_stage1(config: Stage1TrainConfig, data: Path, sasrec: Path, out: Path) -> None:
         try:
@@ -170,9 +175,29 @@ def _register_train_allmrec() -> None:
         )
     )
 
+    def run_calibrate(config: CalibrateConfig, data: Path, stage2: Path) -> None:
+        try:
+            record = calibrate_checkpoint(
+                stage2, _load_data(data), config.users, config.device, config.batch_size
+            )
+        except LLMRecError as err:
+            raise fail(err) from None
+        summary = {k: record[k] for k in ("scoring", "valid", "sasrec")} | {"llm_only": record["llm_only"]}
+        console.print_json(json.dumps(summary, default=str))
+
+    train_app.command("allmrec-calibrate")(
+        config_command(
+            CalibrateConfig,
+            [data_p, path_param("stage2", "A-LLMRec stage-2 checkpoint (its config.json is updated).")],
+            run_calibrate,
+            "A-LLMRec: choose the candidate scoring (sum | mean | PMI, blended with SASRec) on validation.",
+        )
+    )
+
 
 def _register_train_allmrec_genre() -> None:
-    from training.allmrec_genre_train import GenreTrainConfig, train_allmrec_genre
+    from training.allmrec.config import GenreTrainConfig
+    from training.allmrec.genre import train_allmrec_genre
 
     def run(
         config: GenreTrainConfig, data: Path, sasrec: Path, stage1: Path, out: Path, stage2: Path | None
@@ -251,6 +276,30 @@ def export_verify_command(
     console.print(f"ok: bundle {manifest.bundle_version} ({', '.join(manifest.models)}) at {bundle}")
 
 
+@export_app.command("add-items")
+def export_add_items_command(
+    bundle: Annotated[Path, typer.Option(help="Bundle to extend (read only; it needs the allmrec part).")],
+    items: Annotated[
+        Path, typer.Option(help='JSONL, one item a line: {"item_id", "title", "genres": [...], "year"?}.')
+    ],
+    out: Annotated[Path, typer.Option(help="New bundle directory to write (atomically).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at OUT.")] = False,
+    device: Annotated[str, typer.Option(help="Device of the text encoder (cpu | cuda).")] = "cpu",
+) -> None:
+    """Append cold items (title, genres, no interactions) to a copy of BUNDLE; A-LLMRec ranks them by text."""
+    from training.add_items import add_items
+    from training.export import verify_bundle_dir
+
+    try:
+        path = add_items(bundle, items, out, overwrite=overwrite, device=device)
+        manifest = verify_bundle_dir(path)
+    except LLMRecError as err:
+        raise fail(err) from None
+    ids = manifest.cold_items.ids if manifest.cold_items else ()
+    span = f" (ids {ids[0]}..{ids[-1]})" if ids else ""
+    console.print(f"bundle {manifest.bundle_version}: {len(ids)} cold item(s){span} → {path}")
+
+
 def eval_command(
     model: Annotated[
         str,
@@ -269,7 +318,7 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a model on the shared leave-one-out candidates; prints NDCG@10/20, HR@1/10/20, MRR."""
-    from training.evaluation import evaluate
+    from training.evaluation.protocol import evaluate
     from training.scorers import load_scorer
 
     if protocol not in ("1+99", "1+19", "full") or split not in ("test", "valid"):

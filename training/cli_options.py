@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from training.errors import LLMRecError
+from training.common.errors import LLMRecError
 
 
 def _option_for(name: str, hint: Any, help_text: str | None) -> tuple[Any, typer.models.OptionInfo]:

@@ -12,13 +12,14 @@ import logging
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors.torch import load_file
 
+from models.allmrec_scoring import ALLMRecScoring, GenreBlend
 from models.bundle import (
     BUNDLE_SCHEMA_VERSION,
     CATALOG_FILE,
@@ -38,16 +39,24 @@ from models.bundle_verify import verify_bundle
 from models.hybrid import HybridConfig
 from models.model_choice import choose_default_model
 from models.sasrec import SASRec
-from training.allmrec_checkpoint import STAGE1_FILE, STAGE2_FILE, load_stage2
-from training.allmrec_genre_train import load_genre_checkpoint
+from training.allmrec.checkpoint import STAGE1_FILE, STAGE2_FILE, load_stage2
+from training.allmrec.genre import load_genre_checkpoint
+from training.common.errors import CheckpointError, ConfigError
 from training.data.dataset import PreparedData, load_prepared
-from training.errors import CheckpointError, ConfigError
 from training.evaluation.popularity import PopularityScorer
-from training.llmsrec_scorer import HEADS_FILE, load_llmsrec
-from training.llmsrec_scorer import ITEM_VECTORS_FILE as LLMSREC_VECTORS_FILE
-from training.sasrec_scorer import load_sasrec
+from training.llmsrec.checkpoint import HEADS_FILE, load_llmsrec
+from training.llmsrec.checkpoint import ITEM_VECTORS_FILE as LLMSREC_VECTORS_FILE
+from training.sasrec.checkpoint import load_sasrec
 
-__all__ = ["ModelPart", "export_bundle", "verify_bundle_dir"]
+__all__ = [
+    "ModelPart",
+    "bullet_list",
+    "check_out",
+    "export_bundle",
+    "publish_bundle",
+    "verify_bundle_dir",
+    "write_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +184,9 @@ def _allmrec_part(
     }
     if genre:
         config |= {"genres": list(cfg["genres"]), "genre_template_version": cfg["genre_template_version"]}
+        config["blend"] = dict(cfg.get("blend") or asdict(GenreBlend()))  # older checkpoints: the LLM alone
+    else:
+        config["scoring"] = dict(cfg.get("scoring") or asdict(ALLMRecScoring()))  # older: the paper's sum
     return ModelPart(
         name=name,
         config=config,
@@ -183,8 +195,17 @@ def _allmrec_part(
             f"{name}/stage2.safetensors": ckpt / STAGE2_FILE,
         },
         dims={"llm_hidden": stage2.config.llm_hidden},
-        training={k: cfg.get(k) for k in ("train", "best_epoch", "valid")},
+        training={k: cfg.get(k) for k in ("train", "best_epoch", "valid")}
+        | _calibration_summary(cfg.get("blend_fit" if genre else "calibration")),
     )
+
+
+def _calibration_summary(record: dict[str, Any] | None) -> dict[str, Any]:
+    """What the manifest keeps of a checkpoint's validation fit (the full table stays in the checkpoint)."""
+    if not record:
+        return {}
+    keep = ("valid", "llm_only", "sasrec", "history_counts")
+    return {"calibration": {k: record[k] for k in keep if k in record}}
 
 
 def _llm_files(path: Path, src: str) -> dict[str, Path]:
@@ -200,7 +221,7 @@ def _llm_files(path: Path, src: str) -> dict[str, Path]:
     return files
 
 
-def _bullets(lines: list[str]) -> str:
+def bullet_list(lines: list[str]) -> str:
     return "\n".join(f"  - {line}" for line in lines)
 
 
@@ -209,7 +230,7 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
@@ -220,7 +241,7 @@ def _write_files(tmp: Path, data: PreparedData, parts: list[ModelPart]) -> dict[
     with open(tmp / POPULARITY_FILE, "wb") as fh:
         np.save(fh, PopularityScorer(data).counts)  # the evaluated popularity baseline's train counts
     for part in parts:
-        _write_json(tmp / part.name / "config.json", part.config)
+        write_json(tmp / part.name / "config.json", part.config)
         for rel, src in (part.copies | part.llm_copies).items():
             _copy(src, tmp / rel)
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
@@ -248,7 +269,7 @@ def _manifest(data: PreparedData, parts: list[ModelPart], files: dict[str, str])
     )
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_out(out: Path, overwrite: bool) -> None:
     """OUT may be replaced only with overwrite=True, and only when it is a bundle or an empty directory."""
     if not out.exists():
         return
@@ -258,9 +279,9 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"{out} exists and is not a bundle; refusing to replace it")
 
 
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+def publish_bundle(tmp: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished bundle into place; an old OUT is moved aside first and restored on failure."""
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     if not out.exists():
         os.rename(tmp, out)
         return
@@ -289,7 +310,7 @@ def export_bundle(
     checkpoint, an A-LLMRec stage-2 checkpoint and an A-LLMRec genre checkpoint; include_llm also copies the
     LLM's files into OUT/llm."""
     out = Path(out)
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     if include_llm and llmsrec_dir is None:
         raise ConfigError("--include-llm needs an LLM-SRec checkpoint (--llmsrec)")
     data = load_prepared(Path(data_dir))
@@ -308,11 +329,11 @@ def export_bundle(
     try:
         tmp.mkdir()
         manifest = _manifest(data, parts, _write_files(tmp, data, parts))
-        _write_json(tmp / MANIFEST_FILE, manifest.to_dict())  # last: a manifest marks a complete bundle
+        write_json(tmp / MANIFEST_FILE, manifest.to_dict())  # last: a manifest marks a complete bundle
         problems = verify_bundle(tmp, check_hashes=False)  # hashes were just taken from the written files
         if problems:
-            raise CheckpointError("the exported bundle does not verify:\n" + _bullets(problems))
-        _publish(tmp, out, overwrite)
+            raise CheckpointError("the exported bundle does not verify:\n" + bullet_list(problems))
+        publish_bundle(tmp, out, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("bundle %s written to %s (models: %s)", manifest.bundle_version, out, ", ".join(manifest.models))
@@ -325,7 +346,7 @@ def verify_bundle_dir(path: Path) -> Manifest:
     """`llmrec export verify`: the manifest of a sound bundle, else CheckpointError listing each problem."""
     problems = verify_bundle(Path(path))
     if problems:
-        raise CheckpointError(f"bundle {path} has {len(problems)} problem(s):\n{_bullets(problems)}")
+        raise CheckpointError(f"bundle {path} has {len(problems)} problem(s):\n{bullet_list(problems)}")
     try:
         return read_manifest(Path(path))
     except BundleError as err:  # unreachable after a clean verify, kept for a precise error type

@@ -93,13 +93,3 @@ def create_backend(
     module_name, class_name = BACKENDS[name].split(":")
     factory: BackendFactory = getattr(importlib.import_module(module_name), class_name)
     return factory.from_bundle(bundle, device=device, dtype=dtype, llm_path=llm_path, **(options or {}))
-
-
-def resolve_llm_dtype(setting: str, manifest_dtype: str, device: str, cuda_bf16: bool) -> str:
-    """The LLM weight dtype: an explicit setting wins; `auto` → bfloat16 on a CUDA device that supports it
-    (float16 on older GPUs), else the dtype recorded in the manifest (float32 for CPU-trained bundles)."""
-    if setting != "auto":
-        return setting
-    if device.startswith("cuda"):
-        return "bfloat16" if cuda_bf16 else "float16"
-    return manifest_dtype

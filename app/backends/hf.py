@@ -1,6 +1,7 @@
 """The in-process transformers backend (the only app module importing transformers): load the bundle's LLM
-(CPU or CUDA; dtype `auto` = bf16 on a CUDA GPU, else the manifest's), add the special tokens as training
-did (checked against the manifest), and encode users with the shared models.llmsrec.LLMSRecEncoder."""
+(CPU or CUDA, dtype by models.runtime: `auto` = bf16 on a CUDA GPU that has it, else float32), add the special
+tokens as training did (checked against the manifest), and encode users with the shared
+models.llmsrec.LLMSRecEncoder. LoadedLLM is the app's one handle on a loaded LLM (the vLLM backend's too)."""
 
 from __future__ import annotations
 
@@ -14,35 +15,27 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from app.backends.base import HealthWatch, resolve_llm_dtype
+from app.backends.base import HealthWatch
 from app.bundle import ServingBundle
 from app.errors import BackendError, StartupError
 from models.allmrec_encoder import ALLMRecEncoder
-from models.allmrec_genre import GENRE_TEMPLATE_VERSION, GenreEncoder
+from models.allmrec_genre import GenreEncoder
 from models.llmsrec import LLMSRecEncoder
-from models.prompts import ALLMREC_TEMPLATE_VERSION, TEMPLATE_VERSIONS
+from models.runtime import resolve_llm_dtype, torch_dtype
 from models.soft_prompt import add_special_tokens
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _check(bundle: ServingBundle, special: dict[str, int], hidden: int, location: str) -> None:
-    """The loaded LLM must be the one the heads were trained with, and the prompt the same template."""
-    llm = bundle.manifest.llm or {}
+    """The loaded LLM must be the one the heads were trained with (the bundle's templates were checked when it
+    was verified: models.manifest_parts.template_problems)."""
+    recorded = dict(bundle.llm.special_tokens) if bundle.llm is not None else {}
     problems = []
-    if special != dict(llm.get("special_tokens", {})):
-        problems.append(
-            f"special tokens {special} != manifest llm.special_tokens {llm.get('special_tokens')}"
-        )
+    if special != recorded:
+        problems.append(f"special tokens {special} != manifest llm.special_tokens {recorded}")
     if bundle.heads is not None and hidden != bundle.heads.config.llm_hidden:
         problems.append(f"hidden size {hidden} != llmsrec llm_hidden {bundle.heads.config.llm_hidden}")
-    if llm.get("prompt_template_version") not in TEMPLATE_VERSIONS.values():
-        known = ", ".join(sorted(TEMPLATE_VERSIONS.values()))
-        problems.append(
-            f"manifest prompt_template_version {llm.get('prompt_template_version')!r} is not one this "
-            f"code knows ({known}; re-export the bundle)"
-        )
     if problems:
         raise StartupError(
             f"LLM at {location} does not match bundle {bundle.version}: " + "; ".join(problems)
@@ -57,20 +50,23 @@ class LoadedLLM:
     tokenizer: Any
     special: dict[str, int]
     location: str
-    dtype: str
+    dtype: str  # models.runtime's name of the weights' dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
 
 
 def load_bundle_llm(bundle: ServingBundle, *, device: str, dtype: str, llm_path: str | None) -> LoadedLLM:
-    """Load the LLM the bundle names (or `llm_path`), dtype per resolve_llm_dtype; StartupError if it cannot
-    be loaded or does not match the manifest. Also used by the vLLM backend for the prompt embeddings."""
+    """Load the LLM the bundle names (or `llm_path`) in `dtype` (models.runtime.resolve_llm_dtype: 'auto' or a
+    name); StartupError if it cannot be loaded or does not match the manifest. Also used by the vLLM backend
+    for the prompt embeddings."""
     location = bundle.llm_location(llm_path)
-    manifest_dtype = str((bundle.manifest.llm or {}).get("dtype", "float32"))
-    cuda_bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    name = resolve_llm_dtype(dtype, manifest_dtype, device, cuda_bf16)
+    name = resolve_llm_dtype(dtype, device)
     start = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[name])
+        model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype(name))
     except (OSError, ValueError, KeyError) as err:
         raise StartupError(f"cannot load the LLM from {location!r} (set LLMREC_LLM_PATH?): {err}") from err
     special = add_special_tokens(model, tokenizer)
@@ -86,11 +82,6 @@ def allmrec_encoder(bundle: ServingBundle, llm: LoadedLLM) -> ALLMRecEncoder | N
     part = bundle.allmrec
     if part is None:
         return None
-    if part.prompt.version != ALLMREC_TEMPLATE_VERSION:
-        raise StartupError(
-            f"bundle allmrec prompt version {part.prompt.version!r} != this code's "
-            f"{ALLMREC_TEMPLATE_VERSION!r} (re-export the bundle)"
-        )
     titles = [item.title for item in bundle.catalog.items]
     return ALLMRecEncoder(
         llm.model, llm.tokenizer, bundle.sasrec, part.stage1, part.stage2, titles, llm.special, part.prompt
@@ -102,11 +93,6 @@ def genre_encoder(bundle: ServingBundle, llm: LoadedLLM) -> GenreEncoder | None:
     part = bundle.genre
     if part is None:
         return None
-    if part.template_version != GENRE_TEMPLATE_VERSION:
-        raise StartupError(
-            f"bundle genre_template_version {part.template_version!r} != this code's "
-            f"{GENRE_TEMPLATE_VERSION!r} (re-export the bundle)"
-        )
     titles = [item.title for item in bundle.catalog.items]
     allmrec = ALLMRecEncoder(
         llm.model, llm.tokenizer, bundle.sasrec, part.stage1, part.stage2, titles, llm.special, part.prompt
@@ -125,13 +111,16 @@ def hf_generate(genre: GenreEncoder, histories: Sequence[Sequence[int]], max_new
 @dataclass
 class ContinuationScorer:
     """What needs continuation log-likelihoods from the LLM (transformers, in process): A-LLMRec's candidate
-    scores and its genre scores; the genre sentence comes from `generate` (transformers greedy decoding by
-    default; the vLLM backend can hand it to a `vllm serve` server). Blocking; errors propagate."""
+    scores (in the bundle's score mode: summed, per token or PMI against the prior prompt) and its genre
+    scores. The service writes the genre sentence from the ranked list; a free greedy continuation
+    (`generate`: transformers by default, or a `vllm serve` server) runs only when `explanation_tokens` > 0.
+    Blocking; errors propagate."""
 
     genre: GenreEncoder | None = None
     allmrec: ALLMRecEncoder | None = None
     generate: Generate = hf_generate
-    explanation_tokens: int = 24  # greedy tokens of a genre explanation
+    explanation_tokens: int = 0  # greedy tokens of a free genre continuation (0 = none)
+    score_mode: str = "sum"  # models.allmrec_scoring.SCORE_MODES
 
     def rank_candidates(
         self, histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
@@ -139,16 +128,23 @@ class ContinuationScorer:
         if self.allmrec is None:
             raise BackendError("the bundle has no A-LLMRec recommendation model")
         with torch.inference_mode():
-            rows = self.allmrec.candidate_rows(histories, candidates)
-        return [sums.float().cpu().numpy() for sums, _ in rows]
+            return self.allmrec.candidate_scores(histories, candidates, self.score_mode)
 
     def explain_genres(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, list[str]]:
         if self.genre is None:
             raise BackendError("the bundle has no A-LLMRec genre model")
         with torch.inference_mode():
             scores = self.genre.scores(histories).float().cpu().numpy()
+            if self.explanation_tokens <= 0:
+                return scores, [""] * len(histories)
             texts = self.generate(self.genre, histories, self.explanation_tokens)
         return scores, texts
+
+
+def bundle_scorer(bundle: ServingBundle, llm: LoadedLLM) -> ContinuationScorer:
+    """The bundle's A-LLMRec candidate and genre scoring on a transformers LLM."""
+    mode = bundle.allmrec.scoring.mode if bundle.allmrec is not None else "sum"
+    return ContinuationScorer(genre_encoder(bundle, llm), allmrec_encoder(bundle, llm), score_mode=mode)
 
 
 class HFBackend(HealthWatch):
@@ -171,7 +167,7 @@ class HFBackend(HealthWatch):
         llm = load_bundle_llm(bundle, device=device, dtype=dtype, llm_path=llm_path)
         titles = [item.title for item in bundle.catalog.items]
         encoder = LLMSRecEncoder(llm.model, llm.tokenizer, bundle.heads, titles, llm.special, bundle.prompt)
-        return cls(encoder, ContinuationScorer(genre_encoder(bundle, llm), allmrec_encoder(bundle, llm)))
+        return cls(encoder, bundle_scorer(bundle, llm))
 
     def encode_users(
         self, histories: Sequence[Sequence[int]], timestamps: Sequence[Sequence[float] | None]

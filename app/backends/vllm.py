@@ -19,14 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from app.backends.base import HealthWatch, resolve_llm_dtype
+from app.backends.base import HealthWatch
 from app.backends.hf import (
-    DTYPES,
     ContinuationScorer,
     Generate,
     LoadedLLM,
-    allmrec_encoder,
-    genre_encoder,
+    bundle_scorer,
     load_bundle_llm,
 )
 from app.backends.prompt_embeds import check_last_marker, validate_prompt_embeds
@@ -37,6 +35,7 @@ from app.settings import VLLM_SERVED_MODEL_NAME
 from models.allmrec_genre import GenreEncoder
 from models.llmsrec import LLMSRecEncoder
 from models.prompts import USER_OUT
+from models.runtime import resolve_llm_dtype, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ class PoolingEngine:
         log.info(
             "vLLM %s pooling engine: %s (%s, max_model_len %d)", vllm.__version__, location, dtype, max_len
         )
-        return cls(llm, hidden, DTYPES[dtype], max_len)
+        return cls(llm, hidden, torch_dtype(dtype), max_len)
 
     def last_hidden(self, embeds: Sequence[Tensor]) -> Tensor:
         rows = validate_prompt_embeds(embeds, hidden=self.hidden, dtype=self.dtype, max_len=self.max_len)
@@ -174,7 +173,7 @@ def prompt_encoder(
     if bundle.heads is None or bundle.prompt is None:
         raise StartupError(f"bundle {bundle.root} has no llmsrec model; the LLM backend has nothing to serve")
     llm = load_bundle_llm(bundle, device="cpu", dtype=dtype, llm_path=llm_path)
-    hidden = int(llm.model.config.hidden_size)
+    hidden = llm.hidden_size
     titles = [item.title for item in bundle.catalog.items]
     if keep_llm:
         llm.model.to(device)
@@ -202,7 +201,7 @@ def continuation_scorer(
     """A-LLMRec's candidate and genre scoring on the kept transformers LLM (None without one)."""
     if llm is None:
         return None
-    scorer = ContinuationScorer(genre_encoder(bundle, llm), allmrec_encoder(bundle, llm))
+    scorer = bundle_scorer(bundle, llm)
     if client is not None:
         scorer.generate = served_generate(client)
     return scorer
@@ -248,16 +247,14 @@ class VLLMBackend(HealthWatch):
                 f"llm_backend='vllm' needs device cuda (got {device!r}); select the GPU with "
                 "CUDA_VISIBLE_DEVICES, or use LLMREC_LLM_BACKEND=hf on CPU"
             )
-        manifest_dtype = str((bundle.manifest.llm or {}).get("dtype", "float32"))
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        name = resolve_llm_dtype(dtype, manifest_dtype, device, cuda_bf16)
+        name = resolve_llm_dtype(dtype, device)  # once: the engine, the embeddings and the client agree
         keep = hf_scoring and (bundle.genre is not None or bundle.allmrec is not None)
         encoder, hidden, llm = prompt_encoder(
             bundle, device=device, dtype=name, llm_path=llm_path, keep_llm=keep
         )
         client = None
         if generate_url:
-            client = CompletionClient(generate_url, generate_model, hidden=hidden, dtype=DTYPES[name])
+            client = CompletionClient(generate_url, generate_model, hidden=hidden, dtype=torch_dtype(name))
         engine = PoolingEngine.start(
             bundle.llm_location(llm_path),
             dtype=name,

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from app.errors import NotReadyError
 from app.genre import GenreQuery, GenreService
 from app.routes.deps import BODY_ERRORS, ERRORS, request_id, require_api_key, require_json_body
-from app.schemas import ExplainGenreRequest, ExplainGenreResponse, GenreScore
+from app.schemas import ExplainGenreRequest, ExplainGenreResponse, GenreScore, meta_fields
 
 router = APIRouter(prefix="/v1", tags=["explain"], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
@@ -32,15 +32,8 @@ async def explain_genre(
     result = await service.explain(GenreQuery(body.user_id, body.events(), body.top_n))
     return ExplainGenreResponse(
         request_id=request_id(request),
-        bundle_version=result.bundle_version,
         genres=[GenreScore(name=g.name, score=g.score) for g in result.genres],
         explanation=result.explanation,
         source=result.source,
-        cache_hit=result.cache_hit,
-        degraded=result.degraded,
-        degraded_reason=result.degraded_reason,
-        unknown_items=result.unknown_items,
-        history_length=result.history_length,
-        history_source=result.history_source,
-        timing_ms=result.timing_ms,
+        **meta_fields(result.meta),
     )

@@ -23,6 +23,7 @@ def to_response(item: CatalogItem) -> ItemResponse:
         title=item.title,
         year=item.year,
         genres=list(item.genres),
+        cold=item.cold,
     )
 
 

@@ -12,6 +12,7 @@ from app.schemas import (
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
+    meta_fields,
 )
 
 router = APIRouter(
@@ -32,16 +33,9 @@ async def recommend(
     result = await service.recommend(body.to_query())
     return RecommendResponse(
         request_id=request_id(request),
-        bundle_version=result.bundle_version,
         model=result.strategy,
         items=[RecommendedItem(item_id=i.item_id, title=i.title, score=i.score) for i in result.items],
-        cache_hit=result.cache_hit,
-        degraded=result.degraded,
-        degraded_reason=result.degraded_reason,
-        unknown_items=result.unknown_items,
-        history_length=result.history_length,
-        history_source=result.history_source,
-        timing_ms=result.timing_ms,
+        **meta_fields(result.meta),
     )
 
 

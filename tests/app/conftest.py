@@ -20,9 +20,8 @@ import redis
 from app.backends.hf import HFBackend
 from app.bundle import load_bundle, verify
 from app.main import create_app
-from app.settings import Settings
-from tests.app.tiny_bundle import build_tiny_bundle
-from tests.app.tiny_genre import build_genre_bundle
+from app.settings import Settings, env_names
+from training.tiny_bundle import build_genre_bundle, build_tiny_bundle
 
 REDIS_URL = os.environ.get("LLMREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -35,8 +34,8 @@ def anyio_backend() -> str:
 @pytest.fixture(autouse=True)
 def _no_llmrec_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings read LLMREC_* variables: the developer's environment must not change the tests."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(f"LLMREC_{name.upper()}", raising=False)
+    for name in env_names():
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +94,7 @@ def make_settings(tiny_bundle: Path, redis_run_prefix: str) -> Callable[..., Set
             "retrieval_top_n": 10,
             "batch_window_ms": 2.0,
         }
-        return Settings(**(base | overrides))
+        return Settings.from_flat(**(base | overrides))
 
     return make
 

@@ -5,6 +5,7 @@ candidates re-ranked by the backend's own title log-likelihoods, a cached second
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import numpy as np
@@ -12,8 +13,9 @@ import pytest
 
 from app.backends.hf import HFBackend
 from models.allmrec_encoder import prompt_order
+from models.allmrec_scoring import ALLMRecScoring, blend
 from tests.app.conftest import CountingBackend, assert_envelope, metric_value, serve
-from tests.app.tiny_bundle import item_genres
+from training.tiny_bundle import item_genres
 
 pytestmark = pytest.mark.anyio
 HISTORY = [3, 6, 7, 9, 12, 15]
@@ -39,14 +41,17 @@ class RankingBackend(CountingBackend):
 
 
 def expected(
-    backend: HFBackend, history: list[int], sasrec_ids: list[int], k: int
+    backend: HFBackend, history: list[int], sasrec_items: list[dict], k: int, scoring: ALLMRecScoring
 ) -> list[tuple[int, float]]:
-    """What A-LLMRec should answer, computed here: the prompt order, the backend's scores, best first."""
-    ids = np.array(sasrec_ids)
+    """What A-LLMRec should answer, computed here: the prompt order, the backend's LLM scores blended with
+    SASRec's retrieval scores as the bundle's scoring says, best first."""
+    ids = np.array([i["item_id"] for i in sasrec_items])
+    sasrec = {i["item_id"]: i["score"] for i in sasrec_items}
     shown = ids[prompt_order(ids, 0)]
-    scores = backend.rank_candidates([history], [shown.tolist()])[0]
+    llm = backend.rank_candidates([history], [shown.tolist()])[0]
+    scores = blend(llm[None], np.array([[sasrec[int(i)] for i in shown]]), scoring)[0]
     by_id = dict(zip(shown.tolist(), scores.tolist(), strict=True))
-    return sorted(((i, by_id[i]) for i in sasrec_ids), key=lambda p: -p[1])[:k]
+    return sorted(((int(i), by_id[int(i)]) for i in ids), key=lambda p: -p[1])[:k]
 
 
 async def test_reranks_sasrec_candidates_by_title_likelihood_and_caches(
@@ -65,7 +70,10 @@ async def test_reranks_sasrec_candidates_by_title_likelihood_and_caches(
     assert body["model"] == "allmrec" and not body["degraded"] and not body["cache_hit"]
     candidates = [i["item_id"] for i in sasrec.json()["items"]]
     assert len(candidates) == N_CANDIDATES and not set(candidates) & set(HISTORY)
-    want = expected(allmrec_backend, HISTORY, candidates, 5)
+    scoring = ALLMRecScoring(
+        **json.loads((allmrec_bundle / "manifest.json").read_text())["allmrec"]["scoring"]
+    )
+    want = expected(allmrec_backend, HISTORY, sasrec.json()["items"], 5, scoring)
     assert [i["item_id"] for i in body["items"]] == [i for i, _ in want]
     assert [i["score"] for i in body["items"]] == pytest.approx([s for _, s in want], abs=1e-4)
     assert all(s < 0 for _, s in want)  # summed log-probabilities

@@ -8,11 +8,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from app.batcher import EncodeJob, MicroBatcher
+from app.batcher import MicroBatcher
 from app.errors import BackendError, LoadShedError
 from tests.app.conftest import CountingBackend, metric_value, serve
 
@@ -58,6 +59,13 @@ async def test_identical_concurrent_misses_share_one_forward(make_settings, hf_b
     assert len({tuple(i["item_id"] for i in r.json()["items"]) for r in responses}) == 1
 
 
+@dataclass(frozen=True)
+class Job:
+    """A prompt's history window: the batcher is generic over what a job is."""
+
+    items: tuple[int, ...]
+
+
 class RecordingFn:
     """A blocking batch function that records what it ran; `gate` holds it until released."""
 
@@ -66,7 +74,7 @@ class RecordingFn:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, jobs: Sequence[EncodeJob]) -> np.ndarray:
+    def __call__(self, jobs: Sequence[Job]) -> np.ndarray:
         self.gate.wait(5)
         self.batches.append([job.items for job in jobs])
         return np.array([[float(sum(job.items))] for job in jobs], dtype=np.float32)
@@ -77,7 +85,7 @@ async def test_batches_respect_max_batch_size() -> None:
     batcher = MicroBatcher(fn, window_s=0.05, max_batch_size=4)
     batcher.start()
     try:
-        out = await asyncio.gather(*(batcher.submit(str(i), EncodeJob((i,), None)) for i in range(10)))
+        out = await asyncio.gather(*(batcher.submit(str(i), Job((i,))) for i in range(10)))
     finally:
         await batcher.close()
     assert [float(v[0]) for v in out] == [float(i) for i in range(10)]
@@ -90,33 +98,33 @@ async def test_a_job_whose_caller_timed_out_is_dropped_before_it_runs() -> None:
     batcher.start()
     try:
         fn.gate.clear()  # the first forward blocks the (single) worker
-        first = asyncio.create_task(batcher.submit("a", EncodeJob((1,), None)))
+        first = asyncio.create_task(batcher.submit("a", Job((1,))))
         await asyncio.sleep(0.05)
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(batcher.submit("b", EncodeJob((2,), None)), 0.05)
+            await asyncio.wait_for(batcher.submit("b", Job((2,))), 0.05)
         fn.gate.set()
         assert float((await first)[0]) == 1.0
-        assert float((await batcher.submit("c", EncodeJob((3,), None)))[0]) == 3.0
+        assert float((await batcher.submit("c", Job((3,))))[0]) == 3.0
     finally:
         await batcher.close()
     assert fn.batches == [[(1,)], [(3,)]]  # "b" never reached the backend
 
 
 async def test_a_failing_batch_fails_every_waiter_with_backend_error() -> None:
-    def explode(jobs: Sequence[EncodeJob]) -> np.ndarray:
+    def explode(jobs: Sequence[Job]) -> np.ndarray:
         raise ValueError("bad batch")
 
     batcher = MicroBatcher(explode, window_s=0.01, max_batch_size=8)
     batcher.start()
     try:
         results = await asyncio.gather(
-            *(batcher.submit(str(i), EncodeJob((i,), None)) for i in range(3)), return_exceptions=True
+            *(batcher.submit(str(i), Job((i,))) for i in range(3)), return_exceptions=True
         )
     finally:
         await batcher.close()
     assert all(isinstance(r, BackendError) and "ValueError: bad batch" in str(r) for r in results)
     with pytest.raises(BackendError, match="not running"):
-        await batcher.submit("late", EncodeJob((1,), None))
+        await batcher.submit("late", Job((1,)))
 
 
 class TimedFn:
@@ -126,7 +134,7 @@ class TimedFn:
         self.per_prompt_s = per_prompt_s
         self.batches: list[list[tuple[int, ...]]] = []
 
-    def __call__(self, jobs: Sequence[EncodeJob]) -> np.ndarray:
+    def __call__(self, jobs: Sequence[Job]) -> np.ndarray:
         time.sleep(self.per_prompt_s * len(jobs))
         self.batches.append([job.items for job in jobs])
         return np.array([[float(sum(job.items))] for job in jobs], dtype=np.float32)
@@ -135,7 +143,7 @@ class TimedFn:
 async def burst(batcher: MicroBatcher, n: int) -> list[np.ndarray | BaseException]:
     """n distinct prompts submitted together (each submit runs before the batcher's loop wakes)."""
     return await asyncio.gather(
-        *(batcher.submit(f"burst{i}", EncodeJob((i,), None)) for i in range(n)), return_exceptions=True
+        *(batcher.submit(f"burst{i}", Job((i,))) for i in range(n)), return_exceptions=True
     )
 
 
@@ -157,7 +165,7 @@ async def test_shedding_refuses_what_a_slow_backend_cannot_answer_in_budget(
     batcher.start()
     try:
         assert batcher.expected_wait_s() is None  # nothing measured yet: nothing is shed
-        await batcher.submit("prime", EncodeJob((100,), None))  # one forward of 1 prompt measured
+        await batcher.submit("prime", Job((100,)))  # one forward of 1 prompt measured
         cost = batcher.expected_wait_s() or 0.0
         assert (
             per_prompt_s <= cost < per_prompt_s + 0.5
@@ -181,13 +189,13 @@ async def test_an_idle_llm_never_sheds_and_a_joiner_is_never_shed() -> None:
     batcher = MicroBatcher(fn, window_s=0.0, max_batch_size=4, shed_budget_s=0.05)
     batcher.start()
     try:
-        await batcher.submit("prime", EncodeJob((1,), None))  # one forward: 0.2 s > budget
-        alone = await batcher.submit("alone", EncodeJob((2,), None))  # idle LLM: admitted all the same
-        first = asyncio.create_task(batcher.submit("same", EncodeJob((3,), None)))
+        await batcher.submit("prime", Job((1,)))  # one forward: 0.2 s > budget
+        alone = await batcher.submit("alone", Job((2,)))  # idle LLM: admitted all the same
+        first = asyncio.create_task(batcher.submit("same", Job((3,))))
         await asyncio.sleep(0.05)  # "same" is running now: a new prompt would wait ~0.15 + 0.2 s ...
         with pytest.raises(LoadShedError):
-            await batcher.submit("other", EncodeJob((4,), None))
-        joined = await batcher.submit("same", EncodeJob((3,), None))  # ... but a joiner shares the slot
+            await batcher.submit("other", Job((4,)))
+        joined = await batcher.submit("same", Job((3,)))  # ... but a joiner shares the slot
         assert float(alone[0]) == 2.0 and float(joined[0]) == float((await first)[0]) == 3.0
     finally:
         await batcher.close()

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import redis
 
-from app.cache import MemoryStore, RedisStore, history_key, vector_key
+from app.cache import VECTOR, MemoryStore, content_key, history_key
 from app.domain import Event
 from app.errors import StoreUnavailableError
+from app.redis_store import RedisSettings, RedisStore
 from tests.app.conftest import REDIS_URL
 
 pytestmark = pytest.mark.anyio
@@ -25,15 +26,10 @@ async def store(
     if request.param == "memory":
         yield MemoryStore(max_entries=100, ttl_s=60)
         return
-    made = RedisStore(
-        REDIS_URL,
-        f"{redis_run_prefix}:cache",
-        timeout_s=1,
-        retry_after_s=1,
-        max_connections=4,
-        ttl_s=60,
-        history_ttl_s=600,
+    redis_settings = RedisSettings(
+        REDIS_URL, prefix=f"{redis_run_prefix}:cache", timeout_s=1, max_connections=4
     )
+    made = RedisStore(redis_settings, ttl_s=60, history_ttl_s=600)
     yield made
     await made.close()
 
@@ -41,9 +37,9 @@ async def store(
 async def test_vectors_round_trip(store) -> None:
     vector = np.arange(8, dtype=np.float32) / 3
     key = f"k-{id(store)}"
-    assert await store.get_vector(key) is None
-    await store.set_vector(key, vector)
-    np.testing.assert_array_equal(await store.get_vector(key), vector)
+    assert await store.get(key, VECTOR) is None
+    await store.set(key, vector, VECTOR)
+    np.testing.assert_array_equal(await store.get(key, VECTOR), vector)
 
 
 async def test_histories_are_idempotent_ordered_and_capped(store) -> None:
@@ -55,19 +51,20 @@ async def test_histories_are_idempotent_ordered_and_capped(store) -> None:
 
 
 def test_keys() -> None:
-    base = vector_key("p", "v1", [1, 2], None, "t1")
-    assert base.startswith("p:uv:v1:") and base == vector_key("p", "v1", [1, 2], None, "t1")
+    base = content_key("p", "uv", "v1", ["t1", [1, 2], None])
+    assert base.startswith("p:uv:v1:") and base == content_key("p", "uv", "v1", ["t1", [1, 2], None])
     assert (
         len(
             {
                 base,
-                vector_key("p", "v2", [1, 2], None, "t1"),
-                vector_key("p", "v1", [2, 1], None, "t1"),
-                vector_key("p", "v1", [1, 2], ["2020-01-01", "2020-01-02"], "t1"),
-                vector_key("p", "v1", [1, 2], None, "t2"),
+                content_key("p", "uv", "v2", ["t1", [1, 2], None]),
+                content_key("p", "cs", "v1", ["t1", [1, 2], None]),
+                content_key("p", "uv", "v1", ["t1", [2, 1], None]),
+                content_key("p", "uv", "v1", ["t1", [1, 2], ["2020-01-01", "2020-01-02"]]),
+                content_key("p", "uv", "v1", ["t2", [1, 2], None]),
             }
         )
-        == 5
+        == 6
     )
     assert history_key("p", "alice") == "p:hist:{user:alice}"  # one Redis Cluster slot per user
 
@@ -75,27 +72,23 @@ def test_keys() -> None:
 async def test_memory_store_ttl_and_lru() -> None:
     store = MemoryStore(max_entries=2, ttl_s=0.05)
     for key in "abc":
-        await store.set_vector(key, np.ones(2, np.float32))
-    assert await store.get_vector("a") is None and await store.get_vector("c") is not None  # LRU evicted "a"
+        await store.set(key, np.ones(2, np.float32), VECTOR)
+    assert (
+        await store.get("a", VECTOR) is None and await store.get("c", VECTOR) is not None
+    )  # LRU evicted "a"
     await asyncio.sleep(0.06)
-    assert await store.get_vector("c") is None  # expired
+    assert await store.get("c", VECTOR) is None  # expired
 
 
 async def test_a_dead_redis_is_a_counted_miss_and_the_breaker_skips_it() -> None:
     errors: list[str] = []
-    store = RedisStore(
-        "redis://127.0.0.1:1/0",
-        "p",
-        timeout_s=0.2,
-        retry_after_s=30,
-        max_connections=2,
-        ttl_s=60,
-        history_ttl_s=0,
-        on_error=errors.append,
+    dead = RedisSettings(
+        "redis://127.0.0.1:1/0", prefix="p", timeout_s=0.2, retry_after_s=30, max_connections=2
     )
+    store = RedisStore(dead, ttl_s=60, history_ttl_s=0, on_error=errors.append)
     try:
-        assert await store.get_vector("k") is None
-        await store.set_vector("k", np.ones(2, np.float32))  # no exception
+        assert await store.get("k", VECTOR) is None
+        await store.set("k", np.ones(2, np.float32), VECTOR)  # no exception
         with pytest.raises(StoreUnavailableError, match="Redis is unavailable"):
             await store.get_history("u")
         assert errors == ["get_vector"]  # the breaker is open: later calls do not touch the network
@@ -106,18 +99,14 @@ async def test_a_dead_redis_is_a_counted_miss_and_the_breaker_skips_it() -> None
 
 async def test_a_corrupt_cache_entry_is_a_miss(redis_run_prefix: str) -> None:
     store = RedisStore(
-        REDIS_URL,
-        redis_run_prefix,
-        timeout_s=1,
-        retry_after_s=1,
-        max_connections=2,
+        RedisSettings(REDIS_URL, prefix=redis_run_prefix, timeout_s=1, max_connections=2),
         ttl_s=60,
         history_ttl_s=0,
     )
     raw = redis.Redis.from_url(REDIS_URL)
     try:
         raw.set(f"{redis_run_prefix}:uv:corrupt", b"abc", ex=60)
-        assert await store.get_vector(f"{redis_run_prefix}:uv:corrupt") is None
+        assert await store.get(f"{redis_run_prefix}:uv:corrupt", VECTOR) is None
     finally:
         raw.close()
         await store.close()

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.cluster import key_slot
 
-from app.cache import RedisStore, history_key, vector_key
+from app.cache import VECTOR, content_key, history_key
 from app.domain import Event
+from app.redis_store import RedisSettings, RedisStore
 from app.schemas import USER_ID_PATTERN
 from tests.app.conftest import serve
 from tests.app.redis_process import RedisProcess, free_port
@@ -33,7 +34,7 @@ def test_history_key_slot_is_the_users_tag(user: str, prefix: str) -> None:
 
 
 def test_vector_keys_keep_the_bundle_version_and_spread_over_slots() -> None:
-    keys = [vector_key("llmrec", "v42", [i, i + 1, i + 2], None, "t1") for i in range(1, 501)]
+    keys = [content_key("llmrec", "uv", "v42", ["t1", [i, i + 1, i + 2], None]) for i in range(1, 501)]
     assert all(k.startswith("llmrec:uv:v42:") and "{" not in k for k in keys)
     slots = {key_slot(k.encode()) for k in keys}
     assert len(slots) > 450  # 500 keys over 16384 slots: a shared tag would put them all on one node
@@ -68,16 +69,8 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def cluster_store(cluster_url: str) -> AsyncIterator[RedisStore]:
-    store = RedisStore(
-        cluster_url,
-        "llmrec-test",
-        timeout_s=1,
-        retry_after_s=1,
-        max_connections=4,
-        ttl_s=60,
-        history_ttl_s=600,
-        cluster=True,
-    )
+    cluster = RedisSettings(cluster_url, cluster=True, prefix="llmrec-test", timeout_s=1, max_connections=4)
+    store = RedisStore(cluster, ttl_s=60, history_ttl_s=600)
     yield store
     await store.close()
 
@@ -85,10 +78,10 @@ async def cluster_store(cluster_url: str) -> AsyncIterator[RedisStore]:
 @pytest.mark.anyio
 async def test_store_on_a_real_cluster(cluster_store: RedisStore, cluster_url: str) -> None:
     assert await cluster_store.ping()
-    key = vector_key("llmrec-test", "v1", [3, 1, 2], None, "t1")
+    key = content_key("llmrec-test", "uv", "v1", ["t1", [3, 1, 2], None])
     vector = np.linspace(-1, 1, 8, dtype=np.float32)
-    await cluster_store.set_vector(key, vector)
-    np.testing.assert_array_equal(await cluster_store.get_vector(key), vector)
+    await cluster_store.set(key, vector, VECTOR)
+    np.testing.assert_array_equal(await cluster_store.get(key, VECTOR), vector)
     # the MULTI of append_events runs on the user's slot; it would raise CrossSlotTransactionError otherwise
     assert await cluster_store.append_events("alice@x", [Event(5, 50), Event(1, 10)], cap=2) == (2, 2)
     assert await cluster_store.append_events("alice@x", [Event(9, 90)], cap=2) == (1, 2)

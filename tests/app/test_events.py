@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.app.conftest import REDIS_URL, assert_envelope, serve
-from tests.app.tiny_bundle import SASREC_MAX_LEN
+from training.tiny_bundle import SASREC_MAX_LEN
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("store", ["redis", "memory"])]
 

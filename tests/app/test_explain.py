@@ -5,6 +5,7 @@ model), unknown items, empty history, stored history, bad input, API keys."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 from app.backends.hf import HFBackend
+from models.allmrec_scoring import GenreBlend, blend_genre_scores, history_genre_shares
 from tests.app.conftest import CountingBackend, assert_envelope, metric_value, serve
-from tests.app.tiny_bundle import GENRES, item_genres
+from training.tiny_bundle import GENRES, N_ITEMS, item_genres
 
 pytestmark = pytest.mark.anyio
 HISTORY = [3, 6, 7, 9, 12, 15]  # item_genres: Drama 5 of 6, Horror 3, Comedy 1, Action 1
@@ -63,14 +65,24 @@ async def test_genres_are_the_models_ranking_and_cached(make_settings, genre_bun
     body = first.json()
     assert first.status_code == 200, first.text
     assert body["source"] == "allmrec" and not body["degraded"] and not body["cache_hit"]
-    scores, texts = genre_backend.explain_genres([HISTORY[-10:]])
-    probs = np.exp(scores[0] - scores[0].max()) / np.exp(scores[0] - scores[0].max()).sum()
+    scores, _ = genre_backend.explain_genres([HISTORY[-10:]])
+    # the served ranking: the LLM's genre scores blended with the history's genre shares (bundle's weight)
+    blend = GenreBlend(**json.loads((genre_bundle / "manifest.json").read_text())["allmrec_genre"]["blend"])
+    matrix = np.array(
+        [[i > 0 and g in item_genres(i) for g in GENRES] for i in range(N_ITEMS + 1)], dtype=float
+    )
+    mixed = blend_genre_scores(scores, history_genre_shares([HISTORY], matrix), blend)[0]
+    probs = np.exp(mixed - mixed.max()) / np.exp(mixed - mixed.max()).sum()
     want = [GENRES[g] for g in np.argsort(-probs, kind="stable")]
     assert [g["name"] for g in body["genres"]] == want[:3]
     assert [g["score"] for g in body["genres"]] == pytest.approx(sorted(probs, reverse=True)[:3], abs=1e-5)
-    assert body["explanation"] == texts[0] and body["explanation"].startswith("The movie genres this user")
+    # the sentence is written from the list: the same genres, in order, once each, a whole sentence
+    assert (
+        body["explanation"]
+        == f"The movie genres this user likes most are: {want[0]}, {want[1]} and {want[2]}."
+    )
     assert second["cache_hit"] and [g["name"] for g in second["genres"]] == want[:4]
-    assert second["explanation"] == body["explanation"] and wrapped.genre_calls == 1
+    assert second["explanation"].endswith(f"{want[2]} and {want[3]}.") and wrapped.genre_calls == 1
     assert metric_value(metrics, "llmrec_llm_batch_size_count") >= 1.0
 
 
@@ -85,7 +97,7 @@ async def test_llm_failure_returns_history_genre_counts(make_settings, genre_bun
     assert "genre engine exploded" in body["degraded_reason"]
     assert [(g["name"], g["score"]) for g in body["genres"]] == [(n, pytest.approx(s)) for n, s in want]
     top = want[0][0]
-    assert body["explanation"].startswith(f"Most frequent genres in this history: {top} (")
+    assert body["explanation"] == f"Most frequent genres in this history: {top} and {want[1][0]}."
     assert not again["cache_hit"] and again["degraded"]  # a fallback is never cached
     assert metric_value(metrics, "llmrec_fallbacks_total", 'reason="genre_llm_error"') == 2.0
 

@@ -76,7 +76,7 @@ def client(tiny_bundle, redis_run_prefix):
     from app.settings import Settings
 
     app = create_app(
-        Settings(
+        Settings.from_flat(
             bundle=tiny_bundle,
             device="cpu",
             redis_url="redis://127.0.0.1:6379/0",

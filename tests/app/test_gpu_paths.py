@@ -104,7 +104,7 @@ def test_hf_backend_runs_bf16_on_cuda_close_to_fp32_on_cpu(tiny_bundle: Path) ->
     gpu = HFBackend.from_bundle(
         load_bundle(tiny_bundle, manifest, "cuda"), device="cuda", dtype="auto", llm_path=None
     )
-    want_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    want_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32  # models.runtime
     assert cpu.encoder.llm_dtype == torch.float32 and gpu.encoder.llm_dtype == want_dtype
     histories = [[3, 5, 8], [1, 2], [9, 10, 11, 12]]
     a, b = cpu.encode_users(histories, [None] * 3), gpu.encode_users(histories, [None] * 3)

@@ -21,11 +21,12 @@ from app.settings import Settings
 from models.bundle import read_manifest
 from tests.app.conftest import CountingBackend, assert_envelope, serve
 from tests.app.tiny_hybrid import HYBRID, build_hybrid_bundle, valid_metrics
+from training.common.llm import load_llm
 from training.data.dataset import load_prepared
 from training.export import export_bundle
-from training.llm import load_llm
-from training.llmsrec_scorer import build_encoder, load_llmsrec
-from training.sasrec_scorer import load_sasrec
+from training.llmsrec.checkpoint import load_llmsrec
+from training.llmsrec.scorer import build_encoder
+from training.sasrec.checkpoint import load_sasrec
 
 pytestmark = pytest.mark.anyio
 HISTORY = [6, 12, 18, 24, 30]

@@ -10,7 +10,7 @@ import pytest
 from app.domain import CatalogItem
 from app.search import TitleSearch, normalize
 from tests.app.conftest import assert_envelope, serve
-from tests.app.tiny_bundle import N_ITEMS, item_genres
+from training.tiny_bundle import N_ITEMS, item_genres
 
 pytestmark = pytest.mark.anyio
 
@@ -64,6 +64,7 @@ async def test_search_through_the_api(make_settings) -> None:
             "title": 'Film "17" part 3',
             "year": 1980 + 17 % 30,
             "genres": item_genres(17),
+            "cold": False,
         }
     )
     assert everything["total"] == N_ITEMS and len(everything["items"]) == N_ITEMS

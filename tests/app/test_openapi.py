@@ -24,7 +24,7 @@ from app.openapi import find_branch
 from app.schemas import MAX_FILTER_IDS, MAX_ITEM_ID
 from app.settings import Settings
 from tests.app.conftest import REDIS_URL, assert_envelope, serve
-from tests.app.tiny_bundle import GENRES
+from training.tiny_bundle import GENRES
 
 pytestmark = pytest.mark.anyio
 KEY = "contract-key-1"
@@ -68,7 +68,7 @@ def test_every_operation_keeps_the_schema(
     bundle: str, request: pytest.FixtureRequest, redis_run_prefix: str
 ) -> None:
     app = create_app(
-        Settings(
+        Settings.from_flat(
             bundle=request.getfixturevalue(bundle),
             device="cpu",
             redis_url=REDIS_URL,
@@ -216,7 +216,7 @@ def test_with_default_limits_the_largest_body_the_schema_admits_fits_the_byte_li
     event = {"item_id": MAX_ITEM_ID, "timestamp": longest_float}
     body = {
         "user_id": "u" * 128,
-        "history": [event] * defaults.max_history,
+        "history": [event] * defaults.limits.max_history,
         "k": 100,
         "exclude_seen": False,
         "model": "allmrec",
@@ -226,6 +226,6 @@ def test_with_default_limits_the_largest_body_the_schema_admits_fits_the_byte_li
             "exclude_item_ids": [MAX_ITEM_ID] * MAX_FILTER_IDS,
         },
     }
-    events = {"events": [event] * defaults.max_events}
+    events = {"events": [event] * defaults.limits.max_events}
     for largest in (body, events):
-        assert len(json.dumps(largest).encode()) < defaults.max_body_bytes
+        assert len(json.dumps(largest).encode()) < defaults.limits.max_body_bytes

@@ -15,11 +15,12 @@ import torch
 from models.llmsrec import LLMSRecEncoder
 from models.sasrec import SASRec
 from tests.app.conftest import CountingBackend, assert_envelope, serve
-from tests.app.tiny_bundle import N_ITEMS, item_genres
+from training.common.llm import load_llm
 from training.data.dataset import load_prepared
-from training.llm import load_llm
-from training.llmsrec_scorer import build_encoder, load_llmsrec
-from training.sasrec_scorer import load_sasrec
+from training.llmsrec.checkpoint import load_llmsrec
+from training.llmsrec.scorer import build_encoder
+from training.sasrec.checkpoint import load_sasrec
+from training.tiny_bundle import N_ITEMS, item_genres
 
 pytestmark = pytest.mark.anyio
 DAY = 86_400

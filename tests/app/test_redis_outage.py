@@ -68,7 +68,7 @@ async def test_requests_keep_succeeding_when_redis_dies(make_settings, own_redis
         assert back_ready.json()["checks"]["store"] == "ok"
     raw = redis.Redis.from_url(own_redis.url)
     try:
-        assert len(raw.keys(f"{settings.redis_prefix}:uv:*")) == 1  # the fresh vector went to Redis again
+        assert len(raw.keys(f"{settings.redis.prefix}:uv:*")) == 1  # the fresh vector went to Redis again
     finally:
         raw.close()
 

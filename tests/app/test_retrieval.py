@@ -83,3 +83,17 @@ def test_candidate_filter() -> None:
     assert mask.nonzero().flatten().tolist() == [1, 2, 3, 4, 5, 6]
     with pytest.raises(InvalidRequestError, match=r"unknown genre\(s\) \['C'\]; the catalog has: A, B"):
         candidates.allowed(ItemFilters(genres=("A", "C")), seen=[])
+
+
+def test_cold_items_are_never_allowed_to_rankers_but_listed_apart() -> None:
+    matrix = np.zeros((7, 1), dtype=bool)
+    matrix[[2, 5, 6], 0] = True
+    cold = np.zeros(7, dtype=bool)
+    cold[[5, 6]] = True  # items 5 and 6 were added by `export add-items`
+    candidates = CandidateFilter(6, ["A"], matrix, "cpu", cold=cold)
+    mask, _ = candidates.allowed(ItemFilters(), seen=[])
+    assert mask.nonzero().flatten().tolist() == [1, 2, 3, 4]
+    assert candidates.allowed_cold(ItemFilters(), seen=[]) == [5, 6]
+    assert candidates.allowed_cold(ItemFilters(genres=("A",)), seen=[6]) == [5]  # filters and seen apply
+    assert candidates.allowed_cold(ItemFilters(exclude_ids=(5,)), seen=[]) == [6]
+    assert CandidateFilter(6, ["A"], matrix, "cpu").allowed_cold(ItemFilters(), seen=[]) == []

@@ -12,10 +12,10 @@ import torch
 from models.llmsrec import LLMSRecEncoder
 from models.prompts import SHORT_TEMPLATE_VERSION
 from tests.app.conftest import CountingBackend, serve
-from tests.app.tiny_bundle import build_tiny_bundle
+from training.common.llm import load_llm
 from training.data.dataset import load_prepared
-from training.llm import load_llm
-from training.llmsrec_scorer import load_llmsrec
+from training.llmsrec.checkpoint import load_llmsrec
+from training.tiny_bundle import build_tiny_bundle
 
 DAY = 86_400
 pytestmark = pytest.mark.anyio

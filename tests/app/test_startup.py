@@ -3,6 +3,7 @@ problem; settings are strict; readiness, OpenAPI docs and a SASRec-only bundle."
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from app.errors import StartupError
 from app.main import create_app
 from app.settings import Settings
 from tests.app.conftest import assert_envelope, serve
-from tests.app.tiny_bundle import write_llm
+from training.common.llm import write_tiny_llama
 from training.export import export_bundle
 
 pytestmark = pytest.mark.anyio
@@ -44,8 +45,19 @@ def test_missing_files_and_non_bundles_are_refused(tiny_bundle: Path, tmp_path: 
         create_app(Settings(bundle=tmp_path, device="cpu"))
 
 
+def test_a_prompt_template_this_code_does_not_know_is_refused_before_loading(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["llm"]["prompt_template_version"] = "llmsrec-v0"  # the manifest is not among the hashed files
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StartupError, match=r"llm prompt_template_version 'llmsrec-v0' is not one this code"):
+        create_app(Settings(bundle=bundle, device="cpu"))
+
+
 async def test_an_llm_that_does_not_match_the_bundle_is_refused(make_settings, tmp_path: Path) -> None:
-    other = write_llm(tmp_path / "other-llm", hidden=16)
+    other = write_tiny_llama(tmp_path / "other-llm", hidden=16)
     with pytest.raises(StartupError, match=r"hidden size 16 != llmsrec llm_hidden 32"):
         async with serve(make_settings(llm_path=str(other))):
             pass
@@ -71,13 +83,21 @@ def test_settings_are_strict(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ValidationError, match="at least 8 characters"):
         Settings(bundle=tiny_bundle, api_keys=["short"])
     with pytest.raises(ValidationError, match="max_batch_size"):
-        Settings(bundle=tiny_bundle, max_batch_size=0)
+        Settings.from_flat(bundle=tiny_bundle, max_batch_size=0)
+    with pytest.raises(ValidationError, match=r"redis\.prefix"):  # a group's bounds hold too
+        Settings.from_flat(bundle=tiny_bundle, redis_prefix="has space")
+    with pytest.raises(ValidationError, match=r"redis\.colour"):
+        Settings(bundle=tiny_bundle, redis={"colour": "red"})
     monkeypatch.setenv("LLMREC_BUNDLE", str(tiny_bundle))
     monkeypatch.setenv("LLMREC_API_KEYS", "first-key-1, second-key-2")
     monkeypatch.setenv("LLMREC_BATCH_WINDOW_MS", "7.5")
+    monkeypatch.setenv("LLMREC_REDIS_RETRY_AFTER_S", "3")  # grouped settings keep their variables' names
+    monkeypatch.setenv("LLMREC_MAX_HISTORY", "12")
     monkeypatch.setenv("LLMREC_LOG_LEVEL", "DEBUG")  # another tool's variable: ignored, not an error
     settings = Settings()  # type: ignore[call-arg]
-    assert settings.api_keys == ["first-key-1", "second-key-2"] and settings.batch_window_ms == 7.5
+    assert settings.api_keys == ["first-key-1", "second-key-2"] and settings.llm_stage.batch_window_ms == 7.5
+    assert settings.redis.retry_after_s == 3.0 and settings.redis.prefix == "llmrec"
+    assert settings.limits.max_history == 12 and settings.limits.max_events == 1000
     assert "first-key-1" not in repr(settings)
 
 

@@ -1,6 +1,6 @@
-"""Tiny bundles with a hybrid part, built by the real code over the inputs of tests.app.tiny_bundle: copies
+"""Tiny bundles with a hybrid part, built by the real code over the inputs of training.tiny_bundle: copies
 of its SASRec and LLM-SRec checkpoints whose config.json carry 1+99 validation metrics (the LLM-SRec one
-also a `hybrid` record, written by training.llmsrec_scorer.checkpoint_config), then export_bundle."""
+also a `hybrid` record, written by training.llmsrec.checkpoint.checkpoint_config), then export_bundle."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from models.hybrid import HybridConfig
 from training.export import export_bundle
-from training.llmsrec_scorer import checkpoint_config, load_llmsrec, save_llmsrec
+from training.llmsrec.checkpoint import checkpoint_config, load_llmsrec, save_llmsrec
 
 # Scales near the std of each tiny model's scores over the catalogue, so that both halves of the blend count:
 # its top-10 lists differ from both LLM-SRec's and SASRec's (tests/app/test_hybrid.py checks this).

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from app.backends.vllm import check_vllm_version
-from app.settings import VLLM_SERVED_MODEL_NAME, Settings
+from app.settings import VLLM_SERVED_MODEL_NAME, Settings, env_names
 from tests.deploy.parsing import (
     ROOT,
     flag_values,
@@ -54,7 +54,7 @@ def test_api_waits_for_healthy_redis_and_reads_the_bundle_read_only(compose, nam
     assert "${BUNDLE_SOURCE:-bundle}:/bundle:ro" in api["volumes"]
     env = api["environment"]
     assert env["LLMREC_BUNDLE"] == "/bundle" and env["LLMREC_REDIS_URL"].endswith("redis://redis:6379/0}")
-    missing = {f"LLMREC_{n.upper()}" for n in Settings.model_fields} - set(env)
+    missing = set(env_names()) - set(env)
     assert not missing, f"{name} does not pass {sorted(missing)} through (x-llmrec-settings)"
     assert set(api["networks"]) == {"frontend", "backend"}
 
@@ -88,8 +88,8 @@ def vllm_command(compose, env: dict[str, str]) -> list[str]:
 
 def api_settings(compose, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The Settings api-gpu starts with when `env` is the shell and .env (unset values: field defaults)."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(f"LLMREC_{name.upper()}", raising=False)
+    for name in env_names():
+        monkeypatch.delenv(name, raising=False)
     for name, value in compose["services"]["api-gpu"]["environment"].items():
         resolved = env.get(name) if value is None else interpolate(str(value), env)
         if name.startswith("LLMREC_") and name != "LLMREC_LOG_LEVEL" and resolved is not None:
@@ -99,7 +99,7 @@ def api_settings(compose, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize("env", [{}, {"LLMREC_VLLM_GENERATE_MODEL": "movie-llm"}], ids=["default", "renamed"])
 def test_vllm_serves_the_model_name_the_api_sends(compose, env, monkeypatch: pytest.MonkeyPatch) -> None:
-    sent = api_settings(compose, env, monkeypatch).vllm_generate_model
+    sent = api_settings(compose, env, monkeypatch).vllm.generate_model
     assert sent == env.get("LLMREC_VLLM_GENERATE_MODEL", VLLM_SERVED_MODEL_NAME)
     assert served_model_names(vllm_command(compose, env)) == [sent]  # vLLM 404s any other name
 
@@ -111,7 +111,7 @@ def test_single_gpu_stack_fits_in_gpu_memory(compose, monkeypatch: pytest.Monkey
     api, vllm = compose["services"]["api-gpu"], compose["services"]["vllm"]
     assert gpu_device_ids(api, {}) == gpu_device_ids(vllm, {}) == ["0"]  # one GPU unless told otherwise
     server = float(flag_values(vllm_command(compose, {}), "--gpu-memory-utilization")[0])
-    engine = api_settings(compose, {"LLMREC_LLM_BACKEND": "vllm"}, monkeypatch).vllm_gpu_memory_utilization
+    engine = api_settings(compose, {"LLMREC_LLM_BACKEND": "vllm"}, monkeypatch).vllm.gpu_memory_utilization
     assert server + engine <= 0.9, f"vllm {server} + api-gpu {engine} reserve more than 0.9 of one GPU"
     split = {"VLLM_GPU_DEVICE": "1"}  # the two-GPU layout in deploy/README.md
     assert gpu_device_ids(api, split) == ["0"] and gpu_device_ids(vllm, split) == ["1"]

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from app.settings import Settings
+from app.settings import Settings, env_defaults, env_names
 from tests.deploy.parsing import ROOT, read_compose, read_env_example
 
 PREFIX = "LLMREC_"
@@ -15,7 +15,7 @@ PREFIX = "LLMREC_"
 OUTSIDE_SETTINGS = {
     "LLMREC_LOG_LEVEL": "app/cli.py",
     "LLMREC_DATA_DIR": "training/cli.py",
-    "LLMREC_CACHE_DIR": "training/llm.py",
+    "LLMREC_CACHE_DIR": "training/common/llm.py",
     "LLMREC_WORK_DIR": "deploy/build-bundle.sh",
 }
 
@@ -26,7 +26,7 @@ def entries():
 
 
 def field_vars() -> set[str]:
-    return {PREFIX + name.upper() for name in Settings.model_fields}
+    return set(env_names())  # every variable Settings reads, those of its groups (LLMREC_REDIS_URL) included
 
 
 def test_every_setting_is_documented(entries) -> None:
@@ -48,19 +48,16 @@ def test_each_entry_has_a_one_line_doc(entries) -> None:
 
 
 def test_documented_defaults_are_the_real_defaults(entries, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in Settings.model_fields:
-        monkeypatch.delenv(PREFIX + name.upper(), raising=False)
-    for name, info in Settings.model_fields.items():
-        entry = entries[PREFIX + name.upper()]
-        if info.is_required():
-            continue  # the bundle: its line shows the path the images use
-        default = info.get_default(call_default_factory=True)
+    for name in env_names():
+        monkeypatch.delenv(name, raising=False)
+    for name, default in env_defaults().items():  # the bundle has none: its line shows the images' path
+        entry = entries[name]
         if default is None:
             assert entry.value == "", f"{entry.name} defaults to unset; the example shows {entry.value!r}"
             continue
         with monkeypatch.context() as env:
             env.setenv(entry.name, entry.value)
-            parsed = getattr(Settings(bundle=ROOT), name)
+            parsed = Settings(bundle=ROOT).env_view()[name]
         assert parsed == default, (
             f"{entry.name}={entry.value} parses to {parsed!r}, the default is {default!r}"
         )

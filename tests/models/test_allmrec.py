@@ -275,7 +275,7 @@ def test_stage1_tables_refuse_a_wrong_shape() -> None:
 @pytest.mark.slow
 def test_packed_likelihood_on_smollm2() -> None:
     """The 4D packed mask through the real model's attention gives the per-sequence log-likelihoods."""
-    from training.llm import load_llm
+    from training.common.llm import load_llm
 
     llm = load_llm("smollm2", dtype="float32")
     enc = make_encoder(llm)

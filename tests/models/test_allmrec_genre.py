@@ -16,8 +16,8 @@ from models.allmrec_genre import GenreEncoder, genre_prompt, genre_target, tidy_
 from models.prompts import ALLMREC_ITEM, ALLMREC_USER, ALLMRecPromptConfig
 from models.sasrec import SASRec, SASRecConfig
 from models.soft_prompt import add_special_tokens
-from tests.models.tiny_llm import one_torch_thread, tiny_llm, tiny_tokenizer
-from training.llm import LoadedLLM, freeze_llm
+from tests.models.tiny_llm import one_torch_thread, tiny_llm
+from training.common.llm import LoadedLLM, freeze_llm, tiny_tokenizer
 
 GENRES = ["Action", "Comedy", "Drama", "Horror"]
 TITLES = [f"Film {i}" for i in range(1, 13)]
@@ -159,7 +159,7 @@ def test_titles_only_baseline_scores_are_plain_text_likelihoods(llm) -> None:  #
 def test_real_smollm2_titles_only_scores_follow_the_history() -> None:
     """The frozen SmolLM2 reading horror titles rates Horror higher, and Children's lower, than after
     children's animation titles (a differential check: the model's absolute preferences do not matter)."""
-    from training.llm import load_llm
+    from training.common.llm import load_llm
 
     llm = load_llm("smollm2", device="cpu", dtype="float32")
     titles = [

@@ -15,7 +15,7 @@ from models.prompts import (
     truncate_titles,
     user_prompt,
 )
-from tests.models.tiny_llm import tiny_tokenizer
+from training.common.llm import tiny_tokenizer
 
 MOVIES = PromptConfig(verb="watched", noun="movie")
 

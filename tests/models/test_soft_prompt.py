@@ -130,7 +130,7 @@ def test_length_batches_group_similar_lengths() -> None:
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from training.llm import load_llm
+    from training.common.llm import load_llm
 
     return load_llm("smollm2", device="cpu", dtype="float32")
 

@@ -1,6 +1,6 @@
 """A tiny, randomly initialised transformers Llama with a byte-level tokenizer, for fast LLM-SRec tests.
 
-Built through training.llm (special tokens, freezing) exactly like the real LLM; no download, no cache.
+Built through training.common.llm (special tokens, freezing) exactly like the real LLM; no download, no cache.
 """
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from models.soft_prompt import add_special_tokens
-from training.llm import LoadedLLM, freeze_llm
+from training.common.llm import LoadedLLM, freeze_llm, tiny_tokenizer
 
 
 @contextmanager
@@ -25,17 +24,6 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per byte, BOS prepended (like Llama tokenizers)."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2} | {ch: i + 3 for i, ch in enumerate(alphabet)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
 def tiny_llm(seed: int = 0, hidden: int = 32) -> LoadedLLM:

@@ -18,11 +18,12 @@ import torch.multiprocessing as mp
 from models.llmsrec import LLMSRecEncoder, uniformity_loss
 from models.sasrec import SASRec
 from tests.training.test_sasrec_train import toy_data
-from training import distributed
+from training.common import distributed
+from training.common.errors import LLMRecError
 from training.data.dataset import PreparedData
-from training.errors import LLMRecError
-from training.llmsrec_train import LLMSRecTrainConfig
-from training.sasrec_train import SASRecTrainConfig, train_sasrec
+from training.llmsrec.config import LLMSRecTrainConfig
+from training.sasrec.config import SASRecTrainConfig
+from training.sasrec.train import train_sasrec
 
 WORLD = 2
 TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -82,9 +83,9 @@ def fresh_encoder(root: Path, sasrec_dir: Path) -> tuple[LLMSRecEncoder, SASRec,
     """Freshly initialised LLM-SRec heads over the tiny Llama, the teacher and the data."""
     from models.prompts import PromptConfig
     from tests.models.tiny_llm import tiny_llm
-    from training.llmsrec_scorer import build_encoder
-    from training.llmsrec_train import new_heads
-    from training.sasrec_train import load_sasrec
+    from training.llmsrec.scorer import build_encoder
+    from training.llmsrec.train import new_heads
+    from training.sasrec.checkpoint import load_sasrec
 
     data, llm, teacher = toy_data(root, LLM_USERS), tiny_llm(seed=0), load_sasrec(sasrec_dir)
     heads = new_heads(data, teacher, llm, seed=0)
@@ -97,7 +98,8 @@ def gradients(
     """Loss components and (all-reduced) gradients of one training step on a global batch of the first n
     users, this rank's shard of it; SGD with lr 0 keeps the weights, so steps can be compared one by one."""
     from models.llmsrec import LossWeights
-    from training.llmsrec_train import sample_negatives, train_step, training_examples
+    from training.llmsrec.examples import sample_negatives, training_examples
+    from training.llmsrec.step import train_step
 
     examples = training_examples(data, 0, 0)[:n]
     rng = np.random.default_rng(0)
@@ -116,8 +118,8 @@ def train_llmsrec_worker(root: Path, sasrec_dir: Path, out: Path) -> None:
     from safetensors.torch import save_file
 
     from tests.models.tiny_llm import tiny_llm
-    from training import llmsrec_train
-    from training.item_table import compute_item_table
+    from training.llmsrec import train as llmsrec_train
+    from training.llmsrec.item_table import compute_item_table
 
     llmsrec_train.load_llm = lambda *a, **k: tiny_llm(seed=0)  # this child's module only
     with distributed.session("cpu"):

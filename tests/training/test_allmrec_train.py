@@ -3,6 +3,9 @@ stage 1 and 2 checkpoints, the stage-2 step touching only F_U/F_I, the scorer, t
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +15,25 @@ from typer.testing import CliRunner
 
 from llmrec.cli import build_cli
 from models.allmrec_encoder import prompt_order
+from models.allmrec_scoring import SCORE_MODES, ALLMRecScoring, blend, llm_scores
 from tests.models.tiny_llm import one_torch_thread, tiny_llm
-from training import text_encoder
-from training.allmrec_checkpoint import load_allmrec_encoder, load_stage1, load_stage2
-from training.allmrec_cold import cold_test_users, make_cold_split, read_cold_items
-from training.allmrec_scorer import ALLMRecScorer, evaluate_users
-from training.allmrec_stage2 import setup_stage2, stage2_examples, training_candidates
-from training.allmrec_train import Stage1TrainConfig, Stage2TrainConfig, cold_mask, train_stage1, train_stage2
+from training.allmrec import checkpoint, text_encoder
+from training.allmrec.calibration import BLEND_WEIGHTS, calibrate_checkpoint
+from training.allmrec.checkpoint import load_allmrec_encoder, load_stage1, load_stage2
+from training.allmrec.cold import make_cold_split
+from training.allmrec.config import Stage1TrainConfig, Stage2TrainConfig
+from training.allmrec.scorer import ALLMRecScorer, evaluate_users, scoring_of
+from training.allmrec.stage1 import cold_mask, train_stage1
+from training.allmrec.stage2 import setup_stage2, stage2_examples, train_stage2, training_candidates
+from training.common.errors import CheckpointError, ConfigError
 from training.data.dataset import Item, PreparedData, load_prepared
 from training.data.prepare import PrepareConfig, prepare_dataset
-from training.errors import CheckpointError, ConfigError
-from training.evaluation import evaluate
-from training.sasrec_train import SASRecScorer, SASRecTrainConfig, load_sasrec, train_sasrec
+from training.evaluation.cold import cold_test_users, read_cold_items
+from training.evaluation.protocol import evaluate
+from training.sasrec.checkpoint import load_sasrec
+from training.sasrec.config import SASRecTrainConfig
+from training.sasrec.scorer import SASRecScorer
+from training.sasrec.train import train_sasrec
 from training.scorers import load_scorer
 
 N_ITEMS = 40
@@ -135,6 +145,79 @@ def test_stage2_checkpoint_round_trips_into_a_scorer(data, trained) -> None:
     assert (trained["s2"] / "training_curve.png").is_file() and (trained["s2"] / "history.json").is_file()
 
 
+def test_stage2_records_the_scoring_chosen_on_validation(data, trained, monkeypatch) -> None:
+    _, config = load_stage2(trained["s2"])
+    record = config["calibration"]
+    assert config["scoring"] == record["scoring"] == trained["stage2"]["scoring"]
+    assert len(record["table"]) == len(SCORE_MODES) * len(BLEND_WEIGHTS) + 1  # + SASRec alone
+    best = max(r["hr@1"] for r in record["table"] if r["scoring"] is not None)
+    assert record["valid"]["hr@1"] == best and record["valid"]["n_users"] == data.n_users
+    assert record["llm_only"]["scoring"]["sasrec_weight"] == 0.0
+    # the scorer the CLI evaluates with applies exactly that scoring
+    monkeypatch.setattr(checkpoint, "load_checkpoint_llm", lambda *_a, **_k: tiny_llm(seed=0))
+    scorer = load_scorer("allmrec", trained["s2"], data, "cpu")
+    assert isinstance(scorer, ALLMRecScorer) and scorer.scoring == ALLMRecScoring(**config["scoring"])
+
+
+def test_pmi_scores_are_the_prompt_minus_the_prior_prompt(data, trained) -> None:
+    encoder, _ = load_allmrec_encoder(trained["s2"], data, llm=tiny_llm(seed=0))
+    histories = [data.split_input(0, "test"), data.split_input(1, "test")]
+    cands = [[3, 7, 11], [3, 7, 11]]
+    with torch.no_grad():
+        rows = encoder.candidate_rows(histories, cands)
+        priors = encoder.prior_rows(cands)
+    torch.testing.assert_close(priors[0][0], priors[1][0])  # the prior knows nothing of the user
+    pmi = encoder.candidate_scores(histories, cands, "pmi")
+    for (sums, _), (prior, _), got in zip(rows, priors, pmi, strict=True):
+        np.testing.assert_allclose(got, (sums - prior).numpy(), rtol=1e-5, atol=1e-5)
+    means = encoder.candidate_scores(histories, cands, "mean")
+    np.testing.assert_allclose(means[0], (rows[0][0] / rows[0][1]).numpy(), rtol=1e-5)
+
+
+def test_scorer_blend_matches_the_pure_functions(data, trained) -> None:
+    encoder, _ = load_allmrec_encoder(trained["s2"], data, llm=tiny_llm(seed=0))
+    scoring = ALLMRecScoring("pmi-mean", 0.3, llm_scale=0.5, sasrec_scale=2.0)
+    scorer = ALLMRecScorer(encoder, batch_size=2, scoring=scoring)
+    histories = [data.split_input(u, "test") for u in range(3)]
+    cands = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]])
+    raw = scorer.raw(histories, cands, prior=True)
+    llm = llm_scores(
+        np.stack([r.sums for r in raw]),
+        np.stack([r.counts for r in raw]),
+        np.stack([r.prior for r in raw]),
+        "pmi-mean",
+    )
+    expected = blend(llm, SASRecScorer(encoder.sasrec).score(histories, cands), scoring)
+    np.testing.assert_allclose(scorer.score(histories, cands), expected, rtol=1e-6)
+
+
+def test_calibrate_updates_a_checkpoint_in_place(data, trained, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(checkpoint, "load_checkpoint_llm", lambda *_a, **_k: tiny_llm(seed=0))
+    copy = tmp_path / "s2"
+    shutil.copytree(trained["s2"], copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(
+        json.dumps({k: v for k, v in config.items() if k not in ("scoring", "calibration")})
+    )
+    assert scoring_of(load_stage2(copy)[1]) == ALLMRecScoring()  # older checkpoints: the paper's sum
+    record = calibrate_checkpoint(copy, data, max_users=5, device="cpu")
+    _, updated = load_stage2(copy)
+    assert updated["scoring"] == record["scoring"] and updated["calibration"]["valid"]["n_users"] == 5
+    assert updated["model"] == config["model"]  # nothing else changed
+
+
+def test_stage2_continues_from_a_checkpoint_of_the_same_template(data, trained) -> None:
+    config = Stage2TrainConfig(device="cpu", max_title_tokens=6, progress=False, init=str(trained["s2"]))
+    encoder, _, _ = setup_stage2(data, trained["sasrec"], trained["s1"], config, llm=tiny_llm(seed=0))
+    saved, _ = load_stage2(trained["s2"])
+    for key, value in saved.state_dict().items():
+        torch.testing.assert_close(encoder.stage2.state_dict()[key], value)
+    assert all(p.requires_grad for p in encoder.stage2.parameters())
+    other = dataclasses.replace(config, template="paper")  # trained with the default, "lead"
+    with pytest.raises(ConfigError, match="another stage-2 shape or prompt template"):
+        setup_stage2(data, trained["sasrec"], trained["s1"], other, llm=tiny_llm(seed=0))
+
+
 def test_stage2_step_changes_only_the_projections(data, trained) -> None:
     config = Stage2TrainConfig(device="cpu", max_title_tokens=6, progress=False)
     encoder, _, _ = setup_stage2(data, trained["sasrec"], trained["s1"], config, llm=tiny_llm(seed=0))
@@ -160,6 +243,30 @@ def test_stage2_step_changes_only_the_projections(data, trained) -> None:
         for k, v in encoder.stage2.state_dict().items()
         if v.dtype.is_floating_point
     )
+
+
+def test_ranking_losses_are_the_lm_loss_and_a_softmax_over_candidates(data, trained) -> None:
+    config = Stage2TrainConfig(device="cpu", max_title_tokens=6, progress=False)
+    encoder, _, _ = setup_stage2(data, trained["sasrec"], trained["s1"], config, llm=tiny_llm(seed=0))
+    examples = stage2_examples(data, 0, 0)[:2]
+    rng = np.random.default_rng(0)
+    cands = [training_candidates(rng, e, encoder, 5) for e in examples]
+    histories, targets = [e.history for e in examples], [e.target for e in examples]
+    losses = encoder.ranking_losses(histories, cands, targets)
+    with torch.no_grad():
+        rows = encoder.candidate_rows(histories, cands)
+        lm = encoder.loss(histories, cands, targets)
+    where = [c.index(t) for c, t in zip(cands, targets, strict=True)]
+    logits = torch.stack([s for s, _ in rows])
+    expected_rank = torch.nn.functional.cross_entropy(logits, torch.tensor(where))
+    torch.testing.assert_close(losses["rank"].detach(), expected_rank, rtol=1e-4, atol=1e-4)
+    per_example = [-rows[b][0][w] / rows[b][1][w] for b, w in enumerate(where)]
+    torch.testing.assert_close(losses["lm"].detach(), torch.stack(per_example).mean(), rtol=1e-4, atol=1e-4)
+    assert (
+        abs(float(lm) - float(losses["lm"].detach())) < 0.5
+    )  # the paper's loss averages over all target tokens
+    (losses["lm"] + losses["rank"]).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.stage2.parameters())
 
 
 def test_training_candidates_hold_the_target_and_fresh_negatives(data, trained) -> None:

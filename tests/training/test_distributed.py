@@ -31,11 +31,12 @@ from tests.training.distributed_workers import (
     train_sasrec_worker,
 )
 from tests.training.test_sasrec_train import toy_data
-from training import distributed, llmsrec_train
-from training.errors import ConfigError
-from training.item_table import compute_item_table
-from training.llmsrec_train import train_llmsrec
-from training.sasrec_train import train_sasrec
+from training.common import distributed
+from training.common.errors import ConfigError
+from training.llmsrec import train as llmsrec_train
+from training.llmsrec.item_table import compute_item_table
+from training.llmsrec.train import train_llmsrec
+from training.sasrec.train import train_sasrec
 
 
 @pytest.fixture(autouse=True)

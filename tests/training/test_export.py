@@ -22,11 +22,10 @@ from models.llmsrec import LLMSRec, LLMSRecConfig
 from models.prompts import PromptConfig
 from models.sasrec import SASRec, SASRecConfig
 from training import export
-from training.errors import CheckpointError, ConfigError
+from training.common.errors import CheckpointError, ConfigError
 from training.export import export_bundle, verify_bundle_dir
-from training.llmsrec_scorer import checkpoint_config, save_llmsrec
-from training.sasrec_scorer import load_sasrec
-from training.sasrec_train import save_checkpoint
+from training.llmsrec.checkpoint import checkpoint_config, save_llmsrec
+from training.sasrec.checkpoint import load_sasrec, save_checkpoint
 
 N_ITEMS, HIDDEN, LLM_H = 20, 8, 16
 SEQUENCES = [[1, 2, 3, 4, 5], [2, 3, 6], [7, 1, 2, 8, 9, 10], [11, 12, 13, 2]]  # train = s[:-2]

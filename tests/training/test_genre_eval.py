@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.allmrec_genre_train import genre_examples
+from models.allmrec_genre import genre_sentence
+from models.prompts import ALLMRecPromptConfig
+from training.allmrec.genre import genre_examples
+from training.common.errors import DataError
 from training.data.dataset import Item, PreparedData
-from training.errors import DataError
-from training.genre_eval import (
+from training.evaluation.genre import (
     evaluate_genres,
     genre_matrix,
     genre_metrics,
@@ -21,6 +23,7 @@ from training.genre_eval import (
     genre_vocab,
     history_genre_counts,
     rank_genres,
+    sentence_problems,
     target_labels,
 )
 
@@ -103,3 +106,16 @@ def test_genre_training_examples_use_the_train_target() -> None:
     # train sequences s[:-2]: [1,2,3] → input [1,2], target 3; [2,2] → target 2; [5,3] → target 3
     assert [e.history.tolist() for e in examples] == [[1, 2], [2], [5]]
     assert [e.genres for e in examples] == [["Action", "Drama"], ["Comedy"], ["Action", "Drama"]]
+
+
+def test_sentence_problems_flag_what_the_issue_saw() -> None:
+    """The free continuation's faults (issue 12) are caught; a sentence written from the list has none."""
+    lead = "The movie genres this user likes most are:"
+    vocab = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
+    ranked = ["Sci-Fi", "Drama", "Horror"]
+    assert sentence_problems(f"{lead} Drama.", lead, ranked, vocab) == ["disagrees"]
+    assert "repeats" in sentence_problems(f"{lead} Comedy, Romance, and Comedy.", lead, ranked, vocab)
+    assert "cut" in sentence_problems(f"{lead} Horror, Sci-Fi, Sci-.", lead, ranked, vocab)
+    assert "cut" in sentence_problems(f"{lead} Sci-Fi, Drama, Horror", lead, ranked, vocab)
+    written = genre_sentence(ranked, ALLMRecPromptConfig())
+    assert written.startswith(lead) and sentence_problems(written, lead, ranked, vocab) == []

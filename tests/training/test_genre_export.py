@@ -14,21 +14,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from app.bundle import load_bundle, verify
+from models.allmrec_scoring import ALLMRecScoring, GenreBlend
 from models.bundle_verify import verify_bundle
-from tests.app.tiny_bundle import GENRES, build_tiny_bundle
-from tests.app.tiny_genre import build_genre_bundle, write_stage1
 from tests.models.tiny_llm import one_torch_thread
-from training.allmrec_checkpoint import STAGE2_FILE, save_module
-from training.allmrec_genre_train import (
-    GenreTrainConfig,
-    load_genre_checkpoint,
-    load_genre_encoder,
-    train_allmrec_genre,
-)
+from training.allmrec.calibration import BLEND_WEIGHTS
+from training.allmrec.checkpoint import STAGE2_FILE, save_module
+from training.allmrec.config import GenreTrainConfig
+from training.allmrec.genre import load_genre_checkpoint, load_genre_encoder, train_allmrec_genre
+from training.common.errors import CheckpointError
+from training.common.llm import load_llm
 from training.data.dataset import load_prepared
-from training.errors import CheckpointError
 from training.export import export_bundle
-from training.llm import load_llm
+from training.tiny_bundle import GENRES, build_genre_bundle, build_tiny_bundle, write_stage1
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +117,16 @@ def test_training_starts_from_a_stage2_checkpoint(work: Path, tmp_path: Path) ->
     assert cfg["init_stage2"] == str((tmp_path / "stage2").resolve())
     for (name, a), b in zip(trained.state_dict().items(), init.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_calibrations_reach_the_bundle(work: Path) -> None:
+    """The genre blend (fit on validation after training) and the A-LLMRec scoring travel into the bundle."""
+    _, config = load_genre_checkpoint(work / "genre")
+    fit = config["blend_fit"]
+    assert config["blend"] == fit["blend"] and len(fit["table"]) == len(BLEND_WEIGHTS)
+    assert fit["valid"]["ndcg"] == max(row["ndcg"] for row in fit["table"])
+    assert fit["llm_only"]["blend"]["history_weight"] == 0.0 and "ndcg" in fit["history_counts"]
+    manifest = json.loads((work / "bundle_genre" / "manifest.json").read_text())
+    assert GenreBlend(**manifest["allmrec_genre"]["blend"]) == GenreBlend(**config["blend"])
+    ALLMRecScoring(**manifest["allmrec"]["scoring"])  # valid (fit on validation when trained)
+    assert manifest["training"]["allmrec_genre"]["calibration"]["valid"] == fit["valid"]

@@ -10,10 +10,11 @@ import torch
 
 from models.prompts import MARKER_TOKENS, PAD_KEY
 from models.soft_prompt import add_special_tokens
-from tests.models.tiny_llm import one_torch_thread, tiny_llm, tiny_tokenizer
-from training import llm as llm_mod
-from training.errors import ConfigError
-from training.llm import assert_frozen, freeze_llm, resolve_dtype, resolve_llm
+from tests.models.tiny_llm import one_torch_thread, tiny_llm
+from training.common import llm as llm_mod
+from training.common.device import resolve_dtype
+from training.common.errors import ConfigError
+from training.common.llm import assert_frozen, freeze_llm, resolve_llm, tiny_tokenizer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -86,7 +87,7 @@ def test_unloadable_llm_is_a_config_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_smollm2_converts_once_to_a_plain_safetensors_cache(tmp_path: Path, caplog) -> None:
-    with caplog.at_level("WARNING", logger="training.llm"):
+    with caplog.at_level("WARNING", logger="training.common.llm"):
         first = llm_mod.load_llm("smollm2", cache_dir=tmp_path)
     assert any("converting" in r.message for r in caplog.records)
     target = tmp_path / "smollm2-135m-instruct"
@@ -94,7 +95,7 @@ def test_smollm2_converts_once_to_a_plain_safetensors_cache(tmp_path: Path, capl
     assert "quantization_config" not in json.loads((target / "config.json").read_text())
     mtime = (target / "model.safetensors").stat().st_mtime
     caplog.clear()
-    with caplog.at_level("WARNING", logger="training.llm"):
+    with caplog.at_level("WARNING", logger="training.common.llm"):
         second = llm_mod.load_llm("smollm2", cache_dir=tmp_path)
     assert not any("converting" in r.message for r in caplog.records)
     assert (target / "model.safetensors").stat().st_mtime == mtime

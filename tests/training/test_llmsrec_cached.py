@@ -15,14 +15,16 @@ from models.llmsrec import LLMSRecEncoder, LossWeights
 from models.prompts import PromptConfig, template_version
 from tests.models.tiny_llm import one_torch_thread, tiny_llm
 from tests.training.test_llmsrec_train import N_ITEMS, patch_loaders, toy_data, toy_teacher
+from training.common.errors import CheckpointError, ConfigError
 from training.data.dataset import PreparedData
-from training.errors import CheckpointError, ConfigError
-from training.hybrid import ValidationSet, fit_hybrid
-from training.item_table import compute_item_table
-from training.llmsrec_cache import item_hidden_states, prefix_examples, user_hidden_states
-from training.llmsrec_heads import catalogue_loss, catalogue_mask, score_distill_loss
-from training.llmsrec_scorer import build_encoder, load_llmsrec, load_llmsrec_scorer
-from training.llmsrec_train import LLMSRecTrainConfig, new_heads, train_llmsrec
+from training.llmsrec.cache import item_hidden_states, prefix_examples, user_hidden_states
+from training.llmsrec.checkpoint import load_llmsrec
+from training.llmsrec.config import LLMSRecTrainConfig
+from training.llmsrec.heads import catalogue_loss, catalogue_mask, score_distill_loss
+from training.llmsrec.hybrid import ValidationSet, fit_hybrid
+from training.llmsrec.item_table import compute_item_table
+from training.llmsrec.scorer import build_encoder, load_llmsrec_scorer
+from training.llmsrec.train import new_heads, train_llmsrec
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -231,8 +233,8 @@ def test_loss_weights_of_the_variants_are_recorded(data, patched, tmp_path) -> N
 def test_hybrid_scorer_blends_the_two_models_as_recorded(
     data, patched, teacher, monkeypatch, tmp_path
 ) -> None:
-    from training import hybrid as hybrid_module
-    from training.sasrec_scorer import SASRecScorer
+    from training.llmsrec import hybrid as hybrid_module
+    from training.sasrec.scorer import SASRecScorer
 
     out = tmp_path / "ckpt"
     train_llmsrec(data, tmp_path / "sasrec", cached_config(), out)

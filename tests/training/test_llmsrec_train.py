@@ -12,19 +12,17 @@ from safetensors.torch import load_file
 from models.llmsrec import LLMSRecEncoder, LossWeights
 from models.sasrec import SASRec, SASRecConfig
 from tests.models.tiny_llm import one_torch_thread, tiny_llm
-from training import llmsrec_scorer, llmsrec_train
+from training.common.errors import CheckpointError, ConfigError
 from training.data.dataset import Item, PreparedData
-from training.errors import CheckpointError, ConfigError
-from training.item_table import compute_item_table
-from training.llmsrec_scorer import LLMSRecScorer, build_encoder, load_llmsrec, load_llmsrec_scorer
-from training.llmsrec_train import (
-    LLMSRecTrainConfig,
-    new_heads,
-    sample_negatives,
-    train_llmsrec,
-    train_step,
-    training_examples,
-)
+from training.llmsrec import checkpoint as llmsrec_checkpoint
+from training.llmsrec import train as llmsrec_train
+from training.llmsrec.checkpoint import load_llmsrec
+from training.llmsrec.config import LLMSRecTrainConfig
+from training.llmsrec.examples import sample_negatives, training_examples
+from training.llmsrec.item_table import compute_item_table
+from training.llmsrec.scorer import LLMSRecScorer, build_encoder, load_llmsrec_scorer
+from training.llmsrec.step import train_step
+from training.llmsrec.train import new_heads, train_llmsrec
 
 N_ITEMS = 130  # enough for 1 + 99 candidates outside every history
 
@@ -79,7 +77,7 @@ def patch_loaders(monkeypatch, teacher) -> None:
     """Real training code, with the tiny LLM and the in-memory teacher in place of the loaders."""
     monkeypatch.setattr(llmsrec_train, "load_sasrec", lambda *a, **k: teacher)
     monkeypatch.setattr(llmsrec_train, "load_llm", lambda *a, **k: tiny_llm(seed=0))
-    monkeypatch.setattr(llmsrec_scorer, "load_llm", lambda *a, **k: tiny_llm(seed=0))
+    monkeypatch.setattr(llmsrec_checkpoint, "load_llm", lambda *a, **k: tiny_llm(seed=0))
 
 
 @pytest.fixture()

@@ -10,19 +10,15 @@ import torch
 from safetensors.torch import load_file
 
 from models.sasrec import SASRec, SASRecConfig
-from training import sasrec_train
+from training.common.errors import CheckpointError, ConfigError
 from training.data.dataset import Item, PreparedData, load_prepared
-from training.errors import CheckpointError, ConfigError
-from training.evaluation import PopularityScorer, evaluate
-from training.sasrec_scorer import pad_histories
-from training.sasrec_train import (
-    SASRecScorer,
-    SASRecTrainConfig,
-    TrainingSequences,
-    load_sasrec,
-    save_checkpoint,
-    train_sasrec,
-)
+from training.evaluation.popularity import PopularityScorer
+from training.evaluation.protocol import evaluate
+from training.sasrec import train as sasrec_train
+from training.sasrec.checkpoint import load_sasrec, save_checkpoint
+from training.sasrec.config import SASRecTrainConfig
+from training.sasrec.scorer import SASRecScorer, pad_histories
+from training.sasrec.train import TrainingSequences, train_sasrec
 
 N_ITEMS = 150  # enough for 1 + 99 candidates outside every history
 

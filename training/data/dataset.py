@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from training.errors import DataError
+from training.common.errors import DataError
 
 FORMAT_VERSION = 1
 DATASET_FILE = "dataset.json"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from training.common.errors import DataError
 from training.data.writer import replace_dir
-from training.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from training.common.errors import ConfigError, DataError
 from training.data.dataset import MIN_SEQUENCE_LENGTH
 from training.data.readers import RawDataset, RawItem, read_ml1m, read_ml1m_official, read_ml100k
 from training.data.readers_amazon import RELEASES, read_amazon, read_amazon_beauty_shared
 from training.data.writer import UserSequence, write_processed
-from training.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.errors import DataError
+from training.common.errors import DataError
 
 # u.genre order (u.item flag order); ml-1m uses the same names without "unknown".
 ML_GENRES = [

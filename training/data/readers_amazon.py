@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.common.errors import DataError
 from training.data.readers import (
     Interaction,
     RawDataset,
@@ -23,7 +24,6 @@ from training.data.readers import (
     require_file,
     split_fields,
 )
-from training.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.common.errors import DataError
 from training.data.dataset import DATASET_FILE, FORMAT_VERSION, ITEMS_FILE, SEQUENCES_FILE, STATS_FILE
 from training.data.readers import RawItem
-from training.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from training.errors import ConfigError, DataError
+from training.common.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from training.data.dataset import PreparedData

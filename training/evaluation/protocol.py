@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
-from training.errors import ConfigError
+from training.common.errors import ConfigError
 from training.evaluation.candidates import (
     NEGATIVES,
     STREAM_SHUFFLE,

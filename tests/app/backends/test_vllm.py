@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from app.backends import vllm as vllm_backend
-from app.backends.base import LLMBackend, create_backend, resolve_llm_dtype
+from app.backends.base import LLMBackend, create_backend
 from app.backends.hf import HFBackend
 from app.backends.prompt_embeds import PromptEmbedsError
 from app.backends.vllm import (
@@ -142,13 +142,6 @@ def test_close_without_an_engine_core_leaves_it_to_gc_and_says_so(caplog: pytest
 def test_model_runner_v2_is_refused_with_the_way_out(value: str) -> None:
     with pytest.raises(StartupError, match=rf"VLLM_USE_V2_MODEL_RUNNER='{value}'.*unset it or set it to 0"):
         check_model_runner({"VLLM_USE_V2_MODEL_RUNNER": value})
-
-
-def test_auto_dtype_is_bf16_on_cuda_and_the_manifest_dtype_on_cpu() -> None:
-    assert resolve_llm_dtype("auto", "float32", "cuda", cuda_bf16=True) == "bfloat16"
-    assert resolve_llm_dtype("auto", "float32", "cuda:1", cuda_bf16=False) == "float16"
-    assert resolve_llm_dtype("auto", "float32", "cpu", cuda_bf16=True) == "float32"
-    assert resolve_llm_dtype("float32", "bfloat16", "cuda", cuda_bf16=True) == "float32"
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,7 @@ def test_the_api_reaches_the_vllm_service_as_compose_starts_it(
     monkeypatch.delenv("LLMREC_VLLM_GENERATE_MODEL", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    model = Settings(bundle=ROOT).vllm_generate_model  # what app.main hands the vllm backend's client
+    model = Settings(bundle=ROOT).vllm.generate_model  # what app.main hands the vllm backend's client
     host, port = server.server_address[:2]
     client = CompletionClient(f"http://{host}:{port}", model, hidden=H, dtype=torch.bfloat16)
     assert client.complete(embeds(3)) == ["(3, 16) torch.bfloat16 72.000"]

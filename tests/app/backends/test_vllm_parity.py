@@ -16,13 +16,14 @@ from app.backends.vllm import VLLMBackend
 from app.bundle import ServingBundle, load_bundle, verify
 from models.prompts import PromptConfig
 from models.soft_prompt import hidden_at_marker
-from tests.app.tiny_bundle import HISTORY_LEN, write_dataset, write_llm, write_sasrec
+from training.common.llm import load_llm, write_tiny_llama
 from training.data.dataset import load_prepared
 from training.export import export_bundle
-from training.item_table import compute_item_table
-from training.llm import load_llm
-from training.llmsrec_scorer import build_encoder, checkpoint_config, save_llmsrec
-from training.llmsrec_train import new_heads
+from training.llmsrec.checkpoint import checkpoint_config, save_llmsrec
+from training.llmsrec.item_table import compute_item_table
+from training.llmsrec.scorer import build_encoder
+from training.llmsrec.train import new_heads
+from training.tiny_bundle import HISTORY_LEN, write_dataset, write_sasrec
 
 pytestmark = [
     pytest.mark.vllm,
@@ -42,7 +43,7 @@ def wide_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("parity")
     data_dir = write_dataset(work / "data")
     teacher = write_sasrec(work / "sasrec")
-    llm = load_llm(str(write_llm(work / "llm", hidden=256)), device="cpu", dtype="float32")
+    llm = load_llm(str(write_tiny_llama(work / "llm", hidden=256)), device="cpu", dtype="float32")
     data = load_prepared(data_dir)
     heads = new_heads(data, teacher, llm, seed=0).eval()
     prompt = PromptConfig(data.verb, data.noun, history_len=HISTORY_LEN, max_title_tokens=24)

@@ -101,6 +101,8 @@ def test_genre_sentence_from_a_vllm_server_fed_the_genre_prompt_embeddings(
     host, port = stub_server.server_address[:2]
     client = CompletionClient(f"http://{host}:{port}", "smollm2", hidden=32, dtype=torch.float32)
     backend = hybrid(bundle, allmrec_backend, client)
+    assert backend.scorer is not None and backend.scorer.explanation_tokens == 0  # served: no generation
+    backend.scorer.explanation_tokens = 24  # the free-text path, kept for a generated answer
     scores, texts = backend.explain_genres(HISTORIES)
     ref_scores, _ = allmrec_backend.explain_genres(HISTORIES)
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-5)  # scores stay in process

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.common.errors import DataError
 from training.data.dataset import Item, load_prepared, seeded_subset
 from training.data.prepare import PrepareConfig, prepare_dataset
-from training.errors import DataError
 
 
 @pytest.fixture()

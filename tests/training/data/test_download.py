@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from training.common.errors import DataError
 from training.data.dataset import load_prepared
 from training.data.download import DATASETS_DOWNLOAD, DownloadSpec, RemoteFile, download_dataset
 from training.data.prepare import PrepareConfig, prepare_dataset, resolve_dataset
-from training.errors import DataError
 
 from .conftest import write_ml100k
 

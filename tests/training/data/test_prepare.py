@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from training.common.errors import ConfigError, DataError
 from training.data import writer
 from training.data.dataset import load_prepared
 from training.data.prepare import PrepareConfig, filter_core, prepare_dataset
 from training.data.writer import UserSequence
-from training.errors import ConfigError, DataError
 
 from .conftest import write_gz, write_ml100k
 

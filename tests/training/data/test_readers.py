@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from training.common.errors import DataError
 from training.data.readers import (
     RawItem,
     fast_int_columns,
@@ -18,7 +19,6 @@ from training.data.readers import (
     split_movie_title,
 )
 from training.data.readers_amazon import read_amazon, read_amazon_beauty_shared
-from training.errors import DataError
 
 from .conftest import write_gz, write_ml100k
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.training.evaluation.toy_data import make_data, random_data
-from training.errors import ConfigError, DataError
+from training.common.errors import ConfigError, DataError
 from training.evaluation import candidates as cand
 from training.evaluation.candidates import (
     candidates_path,

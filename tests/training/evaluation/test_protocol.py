@@ -11,17 +11,13 @@ import numpy as np
 import pytest
 
 from tests.training.evaluation.toy_data import make_data, random_data
+from training.common.errors import ConfigError
 from training.data.dataset import PreparedData
-from training.errors import ConfigError
-from training.evaluation import (
-    METRIC_KEYS,
-    PopularityScorer,
-    UserVectorScorer,
-    evaluate,
-    protocol,
-    select_users,
-    shuffle_histories,
-)
+from training.evaluation import protocol
+from training.evaluation.candidates import select_users
+from training.evaluation.metrics import METRIC_KEYS
+from training.evaluation.popularity import PopularityScorer
+from training.evaluation.protocol import UserVectorScorer, evaluate, shuffle_histories
 
 
 class Recorder:

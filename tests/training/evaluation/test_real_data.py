@@ -9,7 +9,9 @@ import pytest
 
 from training.data.dataset import PreparedData, load_prepared
 from training.data.prepare import PrepareConfig, prepare_dataset
-from training.evaluation import PopularityScorer, candidates_path, evaluate
+from training.evaluation.candidates import candidates_path
+from training.evaluation.popularity import PopularityScorer
+from training.evaluation.protocol import evaluate
 
 
 @pytest.fixture(scope="module")

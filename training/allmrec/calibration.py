@@ -1,0 +1,111 @@
+"""Choose A-LLMRec's candidate scoring on validation: every score mode (summed, per-token, PMI, PMI per
+token) alone and blended with SASRec on a grid of weights, all from one pass of the two prompts per user over
+the stored 1+19 validation candidates. The best by Hit@1 (then NDCG@10, then the smaller SASRec weight) is
+what `llmrec eval --model allmrec`, the bench and the service use; the whole table is kept for the record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.allmrec_scoring import SCORE_MODES, ALLMRecScoring, blend, llm_scores, row_spread
+from training.allmrec.checkpoint import CONFIG_FILE, atomic_write, load_allmrec_encoder
+from training.allmrec.scorer import ALLMRecScorer
+from training.common.device import resolve_device
+from training.common.errors import ConfigError
+from training.data.dataset import PreparedData
+from training.evaluation.candidates import load_candidates, select_users
+from training.evaluation.metrics import compute_metrics, rank_targets
+
+log = logging.getLogger(__name__)
+
+BLEND_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(20))  # 0 … 0.95: the LLM always has a say
+
+
+def _metrics(scores: np.ndarray) -> dict[str, float]:
+    found = compute_metrics(rank_targets(scores, 0))
+    return {k: round(found[k], 6) for k in ("hr@1", "ndcg@10", "hr@10")}
+
+
+def calibration_table(
+    data: PreparedData, scorer: ALLMRecScorer, users: np.ndarray, seed: int = 0
+) -> list[dict[str, Any]]:
+    """One row per (mode, SASRec weight): its scoring and validation Hit@1 / NDCG@10 / HR@10 on `users`."""
+    candidates = load_candidates(data, "valid", "1+19", seed, users)
+    histories = [data.split_input(int(u), "valid") for u in users]
+    raw = scorer.raw(histories, candidates, prior=True)
+    sums, counts = np.stack([r.sums for r in raw]), np.stack([r.counts for r in raw])
+    prior = np.stack([r.prior for r in raw if r.prior is not None])
+    sasrec = scorer.sasrec.score(histories, candidates)
+    cold = scorer.encoder.stage1.cold.cpu().numpy()[candidates]  # (U, C): neutral SASRec for these
+    rows = []
+    for mode in SCORE_MODES:
+        llm = llm_scores(sums, counts, prior, mode)
+        llm_scale, sasrec_scale = row_spread(llm), row_spread(sasrec)
+        for w in BLEND_WEIGHTS:
+            scoring = ALLMRecScoring(mode, w, llm_scale, sasrec_scale)
+            rows.append({"scoring": asdict(scoring), **_metrics(blend(llm, sasrec, scoring, cold))})
+    rows.append({"scoring": None, "sasrec": True, **_metrics(sasrec)})
+    return rows
+
+
+def best_scoring(table: list[dict[str, Any]], llm_only: bool = False) -> dict[str, Any]:
+    """The best row by Hit@1, then NDCG@10, then the smaller SASRec weight (`llm_only`: weight 0 only)."""
+    rows = [r for r in table if r["scoring"] is not None]
+    if llm_only:
+        rows = [r for r in rows if r["scoring"]["sasrec_weight"] == 0]
+    if not rows:
+        raise ConfigError("the calibration table has no A-LLMRec rows")
+    return max(rows, key=lambda r: (r["hr@1"], r["ndcg@10"], -r["scoring"]["sasrec_weight"]))
+
+
+def calibrate(data: PreparedData, scorer: ALLMRecScorer, max_users: int, seed: int = 0) -> dict[str, Any]:
+    """Fit on a seeded subset of validation users → the record a stage-2 config keeps as `calibration`
+    (its `scoring` is the chosen one)."""
+    users = select_users(data.n_users, max_users, seed)
+    table = calibration_table(data, scorer, users, seed)
+    best, llm_only = best_scoring(table), best_scoring(table, llm_only=True)
+    sasrec = next(r for r in table if r.get("sasrec"))
+    log.info(
+        "A-LLMRec scoring on %d validation users: best %s (Hit@1 %.4f), LLM alone %s (%.4f), SASRec %.4f",
+        len(users),
+        best["scoring"],
+        best["hr@1"],
+        llm_only["scoring"]["mode"],
+        llm_only["hr@1"],
+        sasrec["hr@1"],
+    )
+    return {
+        "scoring": best["scoring"],
+        "valid": {k: best[k] for k in ("hr@1", "ndcg@10", "hr@10")} | {"n_users": len(users)},
+        "llm_only": llm_only,
+        "sasrec": {k: sasrec[k] for k in ("hr@1", "ndcg@10", "hr@10")},
+        "table": table,
+        "protocol": "1+19",
+        "split": "valid",
+        "seed": seed,
+    }
+
+
+def calibrate_checkpoint(
+    stage2_dir: Path, data: PreparedData, max_users: int, device: str = "cpu", batch_size: int = 4
+) -> dict[str, Any]:
+    """Calibrate a stage-2 checkpoint in place: its config.json gains `scoring` and `calibration`."""
+    encoder, config = load_allmrec_encoder(Path(stage2_dir), data, resolve_device(device))
+    scorer = ALLMRecScorer(encoder, "likelihood", batch_size, progress=True)
+    record = calibrate(data, scorer, max_users, int(config.get("train", {}).get("eval_seed", 0)))
+    write_calibration(Path(stage2_dir), config, record)
+    return record
+
+
+def write_calibration(stage2_dir: Path, config: dict[str, Any], record: dict[str, Any]) -> None:
+    """Rewrite config.json (atomically) with the chosen scoring and its validation record."""
+    updated = config | {"scoring": record["scoring"], "calibration": record}
+    text = json.dumps(updated, indent=2, default=str)
+    atomic_write(stage2_dir / CONFIG_FILE, lambda p: p.write_text(text))

@@ -1,0 +1,1 @@
+"""Shared by every model package: errors, config flags, seeding, device/dtype policy, torchrun, the LLM."""
