@@ -39,7 +39,7 @@ from training.data.dataset import PreparedData, load_prepared
 from training.data.prepare import PrepareConfig, prepare_dataset
 from training.evaluation.candidates import load_candidates, select_users
 from training.evaluation.cold import cold_test_users
-from training.evaluation.metrics import rank_targets
+from training.evaluation.metrics import hits, ndcg_gains, rank_targets
 from training.evaluation.popularity import PopularityScorer
 from training.sasrec.checkpoint import load_sasrec
 from training.sasrec.config import SASRecTrainConfig
@@ -101,13 +101,11 @@ def pipeline(data: PreparedData, root: Path, args: argparse.Namespace, llm: Load
 
 def with_errors(scores: np.ndarray) -> dict[str, float]:
     """Hit@1 and NDCG@10 (target in column 0, ties pessimistic) with their standard errors over users."""
-    ranks = rank_targets(scores, 0)  # 0-based
-    hit1 = (ranks == 0).astype(float)
-    ndcg = np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
-    hit10 = (ranks < 10).astype(float)
+    ranks = rank_targets(scores, 0)
     n = len(ranks)
     out = {"n_users": n}
-    for key, values in (("hr@1", hit1), ("ndcg@10", ndcg), ("hr@10", hit10)):
+    per_user = (("hr@1", hits(ranks, 1)), ("ndcg@10", ndcg_gains(ranks, 10)), ("hr@10", hits(ranks, 10)))
+    for key, values in per_user:
         out[key] = round(float(values.mean()), 4)
         out[f"{key}_se"] = round(float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0, 4)
     return out

@@ -99,14 +99,13 @@ class ALLMRecScorer:
     def raw(self, histories: Sequence[np.ndarray], candidates: np.ndarray, prior: bool) -> list[RawScores]:
         """Per row, the log-likelihood sums and counts (and prior sums when `prior`), column order. The
         prompt lists the candidates in a seeded order of the set (`prompt_order`), as in training."""
-        orders = [prompt_order(row, self.seed) for row in np.asarray(candidates)]
-        shown = [row[o] for row, o in zip(candidates, orders, strict=True)]
+        orders, shown = self._prompt_order(candidates)
         keys = [self._key(np.asarray(h), c) for h, c in zip(histories, shown, strict=True)]
         todo = [b for b, key in enumerate(keys) if key not in self._cache]
-        self._fill(todo, histories, shown, keys, lambda b: False)
+        self._fill(todo, histories, shown, keys, prior=False)
         if prior:
             todo = [b for b, key in enumerate(keys) if self._cache[key].prior is None]
-            self._fill(todo, histories, shown, keys, lambda b: True)
+            self._fill(todo, histories, shown, keys, prior=True)
         out = []
         for key, order in zip(keys, orders, strict=True):
             found = self._cache[key]
@@ -126,13 +125,14 @@ class ALLMRecScorer:
         histories: Sequence[np.ndarray],
         shown: list[np.ndarray],
         keys: list[tuple[tuple[int, ...], tuple[int, ...]]],
-        prior: Any,
+        prior: bool,
     ) -> None:
+        """Memoise the `todo` rows' sums and counts, or (prior) their prior prompt's sums."""
         with torch.inference_mode():
             for start in self._steps(len(todo), "A-LLMRec likelihood"):
                 rows = todo[start : start + self.batch_size]
                 cands = [shown[b] for b in rows]
-                if prior(rows[0]):
+                if prior:
                     for b, (sums, _) in zip(rows, self.encoder.prior_rows(cands), strict=True):
                         self._cache[keys[b]].prior = sums.float().cpu().numpy()
                     continue
@@ -140,9 +140,14 @@ class ALLMRecScorer:
                 for b, (sums, counts) in zip(rows, scored, strict=True):
                     self._cache[keys[b]] = RawScores(sums.float().cpu().numpy(), counts.float().cpu().numpy())
 
+    def _prompt_order(self, candidates: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per row, the column order the prompt lists the candidates in (a seeded order of the set, as in
+        training) and the candidates in that order."""
+        orders = [prompt_order(row, self.seed) for row in np.asarray(candidates)]
+        return orders, [row[o] for row, o in zip(candidates, orders, strict=True)]
+
     def _generate(self, histories: Sequence[np.ndarray], candidates: np.ndarray) -> np.ndarray:
-        orders = [prompt_order(row, self.seed) for row in candidates]
-        shown = [row[o] for row, o in zip(candidates, orders, strict=True)]
+        orders, shown = self._prompt_order(candidates)
         out = np.zeros(candidates.shape, dtype=np.float64)
         with torch.inference_mode():
             for start in self._steps(len(shown), "A-LLMRec generation"):

@@ -23,19 +23,25 @@ def rank_targets(scores: np.ndarray, target_index: np.ndarray | int = 0) -> np.n
     return (scores >= target[:, None]).sum(axis=1) - 1  # the target itself is always >= itself
 
 
+def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per target, NDCG@k with one relevant item: 1/log2(rank+2) within the top k, else 0."""
+    ranks = np.asarray(ranks)
+    return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
+def hits(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per target, 1.0 when ranked within the top k, else 0.0."""
+    return (np.asarray(ranks) < k).astype(np.float64)
+
+
 def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
     """Mean of 1/log2(rank+2) over targets ranked within the top k (one relevant item per user)."""
-    ranks = np.asarray(ranks)
-    if ranks.size == 0:
-        return 0.0
-    gains = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
-    return float(gains.mean())
+    return float(ndcg_gains(ranks, k).mean()) if np.asarray(ranks).size else 0.0
 
 
 def hit_rate_at_k(ranks: np.ndarray, k: int) -> float:
     """Fraction of targets ranked within the top k."""
-    ranks = np.asarray(ranks)
-    return float((ranks < k).mean()) if ranks.size else 0.0
+    return float(hits(ranks, k).mean()) if np.asarray(ranks).size else 0.0
 
 
 def mean_reciprocal_rank(ranks: np.ndarray) -> float:
