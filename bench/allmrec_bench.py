@@ -28,13 +28,14 @@ import torch
 from portable import portable_args, portable_command, portable_path
 
 from models.allmrec_scoring import SCORE_MODES, ALLMRecScoring
+from models.runtime import LoadedLLM
 from training.allmrec.checkpoint import load_allmrec_encoder
 from training.allmrec.cold import make_cold_split
 from training.allmrec.config import Stage1TrainConfig, Stage2TrainConfig
 from training.allmrec.scorer import ALLMRecScorer, RawScores, scoring_of
 from training.allmrec.stage1 import train_stage1
 from training.allmrec.stage2 import train_stage2
-from training.common.llm import LoadedLLM, load_llm
+from training.common.llm import load_llm
 from training.data.dataset import PreparedData, load_prepared
 from training.data.prepare import PrepareConfig, prepare_dataset
 from training.evaluation.candidates import load_candidates, select_users

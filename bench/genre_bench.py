@@ -31,9 +31,9 @@ from portable import portable_command
 from models.allmrec_genre import GenreEncoder, genre_lead, genre_sentence
 from models.allmrec_scoring import GenreBlend, blend_genre_scores, history_genre_shares
 from models.prompts import ALLMRecPromptConfig
+from models.runtime import LoadedLLM
 from training.allmrec.config import GenreTrainConfig
 from training.allmrec.genre import load_genre_encoder, train_allmrec_genre
-from training.common.llm import LoadedLLM
 from training.data.dataset import PreparedData, load_prepared
 from training.evaluation.genre import (
     GenreScoreFn,

@@ -64,17 +64,17 @@ def bar_groups(ax: Axes, rows: dict[str, dict[str, float]], metrics: dict[str, s
 
 
 def model_comparison(results: Path) -> Figure:
-    """The demo's three models and the A-LLMRec bench, on the shared 1+19 test candidates."""
-    demo = load(results, "demo_eval_ml100k_1+19.json")["models"]
+    """The demo's SASRec and served A-LLMRec and the A-LLMRec bench, on the shared 1+19 test candidates."""
+    demo = load(results, "demo_eval_ml100k.json")["models"]
     bench48, bench240 = load(results, "allmrec.json"), load(results, "allmrec_240users.json")
     fig = Figure(figsize=(12, 8), layout="constrained")
     axes = fig.subplots(2, 2).flat
-    names = {"sasrec": "SASRec", "llmsrec": "LLM-SRec", "allmrec": "A-LLMRec, likelihood"}
+    names = {"sasrec@1+19": "SASRec", "allmrec@1+19": "A-LLMRec, likelihood"}
     bar_groups(
         next(axes),
-        {names[k]: v for k, v in demo.items()},
+        {label: demo[k] for k, label in names.items()},
         METRICS_1_19,
-        f"make demo's models (as trained then), {demo['sasrec']['n_users']} test users",
+        f"make demo's SASRec and A-LLMRec as served, {demo['sasrec@1+19']['n_users']} test users",
     )
     for data, part, title in (
         (bench48, "warm", "A-LLMRec bench, warm: stage 2 on 48 users"),

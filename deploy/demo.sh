@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: build a small ml-100k bundle if none exists (later runs reuse it), then serve it on
-# localhost:8000. Sized for ~17 min on a 2-core CPU; every size below is an environment variable.
+# localhost:8000. Sized for ~20 min on a 2-core CPU; every size below is an environment variable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLMREC="${LLMREC_BIN:-.venv/bin/llmrec}"
@@ -49,12 +49,12 @@ if [ ! -f "$BUNDLE/manifest.json" ]; then
     "$LLMREC" train allmrec-stage2 --data "$DATA" --sasrec "$SASREC" --stage1 "$STAGE1" --llm smollm2 \
       --out "$ALLMREC" --epochs 1 --max-users "${DEMO_ALLMREC_USERS:-48}" --lr 1e-3 --batch-size 4 \
       --n-candidates 10 --template "${DEMO_ALLMREC_TEMPLATE:-lead}" --dtype float32 \
-      --eval-max-users "${DEMO_ALLMREC_EVAL_USERS:-16}" --calibration-users "${DEMO_ALLMREC_CALIBRATION_USERS:-100}"
+      --eval-max-users "${DEMO_ALLMREC_EVAL_USERS:-16}" --calibration-users "${DEMO_ALLMREC_CALIBRATION_USERS:-60}"
   fi
   if [ ! -f "$GENRE/config.json" ]; then
     step "A-LLMRec genre prompt: the user's favourite genres (for /v1/explain/genre)"
     "$LLMREC" train allmrec-genre --data "$DATA" --sasrec "$SASREC" --stage1 "$STAGE1" --stage2 "$ALLMREC" \
-      --out "$GENRE" --max-users "${DEMO_GENRE_USERS:-96}" --valid-users "${DEMO_GENRE_VALID_USERS:-100}" \
+      --out "$GENRE" --max-users "${DEMO_GENRE_USERS:-96}" --valid-users "${DEMO_GENRE_VALID_USERS:-60}" \
       --lr 1e-3
   fi
   step "export the bundle"

@@ -6,7 +6,7 @@ import typer
 
 
 def build_cli() -> typer.Typer:
-    from training.cli import build_apps, eval_command
+    from training.cli import build_apps, build_eval_command
 
     cli = typer.Typer(
         help="llmrec: LLM-based sequential recommenders (LLM-SRec, A-LLMRec) and the service around them.",
@@ -15,7 +15,7 @@ def build_cli() -> typer.Typer:
     )
     for name, group in build_apps():
         cli.add_typer(group, name=name)
-    cli.command("eval")(eval_command)
+    cli.command("eval")(build_eval_command())
     try:
         from app.cli import register_service_commands
     except ImportError:  # the service extra is not installed

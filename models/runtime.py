@@ -1,9 +1,11 @@
 """The one dtype policy for a frozen LLM, shared by serving and training: `auto` is bfloat16 on a CUDA device
-that supports it, else float32; float16 only when asked for. Knows devices and dtypes, not models or files."""
+that supports it, else float32; float16 only when asked for. And `LoadedLLM`, the one handle on a loaded LLM
+that training and serving both pass around. Knows devices and dtypes, not model classes or files."""
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
 import torch
 
@@ -35,3 +37,21 @@ def resolve_llm_dtype(setting: str, device: str, cuda_bf16: bool | None = None) 
 def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype of a resolved name (resolve_llm_dtype)."""
     return DTYPES[name]
+
+
+@dataclass
+class LoadedLLM:
+    """A frozen causal LM (a transformers model, duck-typed), its tokenizer and the ids of the special tokens
+    added to it; `location` is where it was loaded from, `dtype` the name (above) of its weights' dtype and
+    `spec` the record a checkpoint keeps of it (id, path, hidden size, ...; training fills it)."""
+
+    model: Any
+    tokenizer: Any
+    special_tokens: dict[str, int]
+    spec: dict[str, Any] = field(default_factory=dict)
+    location: str = ""
+    dtype: str = ""
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)

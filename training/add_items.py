@@ -39,6 +39,7 @@ from models.bundle_verify import verify_bundle
 from models.manifest_parts import ALLMREC_PARTS
 from training.allmrec.text_encoder import MODEL_NAME, encode_texts, item_text
 from training.common.errors import CheckpointError, ConfigError
+from training.common.flags import flag
 from training.data.dataset import Item
 from training.export import bullet_list, check_out, publish_bundle, write_json
 
@@ -48,6 +49,14 @@ TEXT_DIM = 384  # all-MiniLM-L6-v2's sentence-embedding size
 MIN_TEXT_COSINE = 0.99  # stored text rows vs MiniLM re-encoding the same catalogue texts
 TEXT_SAMPLE = 16  # catalogue items re-encoded for that check
 FIELDS = {"item_id", "title", "genres", "year"}
+
+
+@dataclass(frozen=True)
+class AddItemsConfig:
+    """The flags of `llmrec export add-items` besides its paths."""
+
+    overwrite: bool = flag(False, "Replace an existing bundle at OUT.")
+    device: str = flag("cpu", "Device of the text encoder (cpu | cuda).")
 
 
 @dataclass(frozen=True)

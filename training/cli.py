@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -224,42 +226,88 @@ def _register_train_allmrec_genre() -> None:
     )
 
 
-@export_app.command("bundle")
-def export_bundle_command(
-    data: Annotated[Path, typer.Option(help="Processed dataset directory.")],
-    sasrec: Annotated[Path, typer.Option(help="Trained SASRec checkpoint.")],
-    out: Annotated[Path, typer.Option(help="Bundle directory to write (atomically).")],
-    llmsrec: Annotated[Path | None, typer.Option(help="Trained LLM-SRec checkpoint.")] = None,
-    include_llm: Annotated[
-        bool, typer.Option(help="Copy the LLM's files into the bundle (self-contained).")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at OUT.")] = False,
-    allmrec: Annotated[
-        Path | None,
-        typer.Option(help="Trained A-LLMRec stage-2 checkpoint (for /v1/recommend model=allmrec)."),
-    ] = None,
-    allmrec_genre: Annotated[
-        Path | None, typer.Option(help="Trained A-LLMRec genre checkpoint (for /v1/explain/genre).")
-    ] = None,
-) -> None:
-    """Write a service bundle: manifest with hashes and dims, weights, item table, catalog, LLM info."""
-    from training.export import export_bundle, verify_bundle_dir
+def _register_export_bundle() -> None:
+    from training.export import ExportConfig, export_bundle, verify_bundle_dir
 
-    try:
-        path = export_bundle(
-            data,
-            sasrec,
-            llmsrec,
-            out,
-            include_llm=include_llm,
-            overwrite=overwrite,
-            allmrec_dir=allmrec,
-            allmrec_genre_dir=allmrec_genre,
+    def run(
+        config: ExportConfig,
+        data: Path,
+        sasrec: Path,
+        out: Path,
+        llmsrec: Path | None,
+        allmrec: Path | None,
+        allmrec_genre: Path | None,
+    ) -> None:
+        try:
+            path = export_bundle(
+                data,
+                sasrec,
+                llmsrec,
+                out,
+                include_llm=config.include_llm,
+                overwrite=config.overwrite,
+                allmrec_dir=allmrec,
+                allmrec_genre_dir=allmrec_genre,
+            )
+            manifest = verify_bundle_dir(path)
+        except LLMRecError as err:
+            raise fail(err) from None
+        console.print(f"bundle {manifest.bundle_version} ({', '.join(manifest.models)}) → {path}")
+
+    export_app.command("bundle")(
+        config_command(
+            ExportConfig,
+            [
+                path_param("data", "Processed dataset directory."),
+                path_param("sasrec", "Trained SASRec checkpoint."),
+                path_param("out", "Bundle directory to write (atomically)."),
+                path_param("llmsrec", "Trained LLM-SRec checkpoint.", default=None),
+                path_param(
+                    "allmrec",
+                    "Trained A-LLMRec stage-2 checkpoint (for /v1/recommend model=allmrec).",
+                    default=None,
+                ),
+                path_param(
+                    "allmrec_genre",
+                    "Trained A-LLMRec genre checkpoint (for /v1/explain/genre).",
+                    default=None,
+                ),
+            ],
+            run,
+            "Write a service bundle: manifest with hashes and dims, weights, item table, catalog, LLM info.",
         )
-        manifest = verify_bundle_dir(path)
-    except LLMRecError as err:
-        raise fail(err) from None
-    console.print(f"bundle {manifest.bundle_version} ({', '.join(manifest.models)}) → {path}")
+    )
+
+
+def _register_export_add_items() -> None:
+    from training.add_items import AddItemsConfig, add_items
+    from training.export import verify_bundle_dir
+
+    def run(config: AddItemsConfig, bundle: Path, items: Path, out: Path) -> None:
+        try:
+            path = add_items(bundle, items, out, overwrite=config.overwrite, device=config.device)
+            manifest = verify_bundle_dir(path)
+        except LLMRecError as err:
+            raise fail(err) from None
+        ids = manifest.cold_items.ids if manifest.cold_items else ()
+        span = f" (ids {ids[0]}..{ids[-1]})" if ids else ""
+        console.print(f"bundle {manifest.bundle_version}: {len(ids)} cold item(s){span} → {path}")
+
+    export_app.command("add-items")(
+        config_command(
+            AddItemsConfig,
+            [
+                path_param("bundle", "Bundle to extend (read only; it needs the allmrec part)."),
+                path_param(
+                    "items", 'JSONL, one item a line: {"item_id", "title", "genres": [...], "year"?}.'
+                ),
+                path_param("out", "New bundle directory to write (atomically)."),
+            ],
+            run,
+            "Append cold items (title, genres, no interactions) to a copy of BUNDLE; A-LLMRec ranks them by "
+            "text.",
+        )
+    )
 
 
 @export_app.command("verify")
@@ -276,74 +324,50 @@ def export_verify_command(
     console.print(f"ok: bundle {manifest.bundle_version} ({', '.join(manifest.models)}) at {bundle}")
 
 
-@export_app.command("add-items")
-def export_add_items_command(
-    bundle: Annotated[Path, typer.Option(help="Bundle to extend (read only; it needs the allmrec part).")],
-    items: Annotated[
-        Path, typer.Option(help='JSONL, one item a line: {"item_id", "title", "genres": [...], "year"?}.')
-    ],
-    out: Annotated[Path, typer.Option(help="New bundle directory to write (atomically).")],
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at OUT.")] = False,
-    device: Annotated[str, typer.Option(help="Device of the text encoder (cpu | cuda).")] = "cpu",
-) -> None:
-    """Append cold items (title, genres, no interactions) to a copy of BUNDLE; A-LLMRec ranks them by text."""
-    from training.add_items import add_items
-    from training.export import verify_bundle_dir
-
-    try:
-        path = add_items(bundle, items, out, overwrite=overwrite, device=device)
-        manifest = verify_bundle_dir(path)
-    except LLMRecError as err:
-        raise fail(err) from None
-    ids = manifest.cold_items.ids if manifest.cold_items else ()
-    span = f" (ids {ids[0]}..{ids[-1]})" if ids else ""
-    console.print(f"bundle {manifest.bundle_version}: {len(ids)} cold item(s){span} → {path}")
-
-
-def eval_command(
-    model: Annotated[
-        str,
-        typer.Option(
-            help="sasrec | llmsrec | llm-only | hybrid (LLM-SRec ckpt) | allmrec | allmrec-gen | popularity"
-        ),
-    ],
-    data: Annotated[Path, typer.Option(help="Processed dataset directory.")],
-    ckpt: Annotated[Path | None, typer.Option(help="Checkpoint directory (not for popularity).")] = None,
-    protocol: Annotated[str, typer.Option(help="1+99 | 1+19 | full")] = "1+99",
-    split: Annotated[str, typer.Option(help="test | valid")] = "test",
-    shuffle: Annotated[bool, typer.Option(help="Randomly permute every input history.")] = False,
-    max_users: Annotated[int, typer.Option(help="Evaluate at most this many users.")] = 10_000,
-    seed: Annotated[int, typer.Option(help="Seed of the stored candidates and of the shuffle.")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Score a model on the shared leave-one-out candidates; prints NDCG@10/20, HR@1/10/20, MRR."""
-    from training.evaluation.protocol import evaluate
+def build_eval_command() -> Callable[..., None]:
+    """`llmrec eval` (mounted on the root command): flags from EvalConfig, plus the paths and --json."""
+    from training.evaluation.protocol import EvalConfig, evaluate
     from training.scorers import load_scorer
 
-    if protocol not in ("1+99", "1+19", "full") or split not in ("test", "valid"):
-        raise fail(ValueError(f"unknown protocol {protocol!r} or split {split!r}"))
-    try:
-        dataset = _load_data(data)
-        scorer = load_scorer(model, ckpt, dataset, device)
-        result = evaluate(
-            dataset,
-            scorer,
-            protocol,
-            split=split,
-            seed=seed,
-            max_users=max_users,
-            shuffle=shuffle,  # type: ignore[arg-type]
-            progress=not as_json,
-        )
-    except LLMRecError as err:
-        raise fail(err) from None
-    extra = getattr(scorer, "extra_metrics", None)  # e.g. A-LLMRec generation's no-match rate
-    result = {"model": model, **result, **(extra() if callable(extra) else {})}
-    if as_json:
-        typer.echo(json.dumps(result))
-    else:
-        _print_stats(result)
+    def run(config: EvalConfig, data: Path, ckpt: Path | None, as_json: bool) -> None:
+        try:
+            dataset = _load_data(data)
+            scorer = load_scorer(config.model, ckpt, dataset, config.device)
+            result = evaluate(
+                dataset,
+                scorer,
+                config.protocol,
+                split=config.split,
+                seed=config.seed,
+                max_users=config.max_users,
+                shuffle=config.shuffle,
+                progress=not as_json,
+            )
+        except LLMRecError as err:
+            raise fail(err) from None
+        extra = getattr(scorer, "extra_metrics", None)  # e.g. A-LLMRec generation's no-match rate
+        result = {"model": config.model, **result, **(extra() if callable(extra) else {})}
+        if as_json:
+            typer.echo(json.dumps(result))
+        else:
+            _print_stats(result)
+
+    as_json = inspect.Parameter(
+        "as_json",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[bool, typer.Option("--json", help="Print one JSON object.")],
+    )
+    return config_command(
+        EvalConfig,
+        [
+            path_param("data", "Processed dataset directory."),
+            path_param("ckpt", "Checkpoint directory (not for popularity).", default=None),
+            as_json,
+        ],
+        run,
+        "Score a model on the shared leave-one-out candidates; prints NDCG@10/20, HR@1/10/20, MRR.",
+    )
 
 
 def build_apps() -> list[tuple[str, typer.Typer]]:
@@ -357,6 +381,8 @@ def build_apps() -> list[tuple[str, typer.Typer]]:
         _register_train_llmsrec,
         _register_train_allmrec,
         _register_train_allmrec_genre,
+        _register_export_bundle,
+        _register_export_add_items,
     ):
         register()
     return [("data", data_app), ("train", train_app), ("export", export_app)]

@@ -42,6 +42,7 @@ from models.sasrec import SASRec
 from training.allmrec.checkpoint import STAGE1_FILE, STAGE2_FILE, load_stage2
 from training.allmrec.genre import load_genre_checkpoint
 from training.common.errors import CheckpointError, ConfigError
+from training.common.flags import flag
 from training.data.dataset import PreparedData, load_prepared
 from training.evaluation.popularity import PopularityScorer
 from training.llmsrec.checkpoint import HEADS_FILE, load_llmsrec
@@ -63,6 +64,14 @@ log = logging.getLogger(__name__)
 # Files of a local LLM directory that a bundle carries: weights as safetensors and the tokenizer; never
 # pickled weights or remote code.
 LLM_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja", ".tiktoken")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """The flags of `llmrec export bundle` besides its paths."""
+
+    include_llm: bool = flag(False, "Copy the LLM's files into the bundle (self-contained).")
+    overwrite: bool = flag(False, "Replace an existing bundle at OUT.")
 
 
 @dataclass

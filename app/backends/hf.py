@@ -1,7 +1,7 @@
 """The in-process transformers backend (the only app module importing transformers): load the bundle's LLM
 (CPU or CUDA, dtype by models.runtime: `auto` = bf16 on a CUDA GPU that has it, else float32), add the special
 tokens as training did (checked against the manifest), and encode users with the shared
-models.llmsrec.LLMSRecEncoder. LoadedLLM is the app's one handle on a loaded LLM (the vLLM backend's too)."""
+models.llmsrec.LLMSRecEncoder. models.runtime.LoadedLLM is the handle on the loaded LLM (vLLM's too)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from app.backends.base import HealthWatch
-from app.bundle import ServingBundle
+from app.bundle import ALLMRecModel, GenreModel, ServingBundle
 from app.errors import BackendError, StartupError
 from models.allmrec_encoder import ALLMRecEncoder
 from models.allmrec_genre import GenreEncoder
 from models.llmsrec import LLMSRecEncoder
-from models.runtime import resolve_llm_dtype, torch_dtype
+from models.runtime import LoadedLLM, resolve_llm_dtype, torch_dtype
 from models.soft_prompt import add_special_tokens
 
 log = logging.getLogger(__name__)
@@ -42,21 +42,6 @@ def _check(bundle: ServingBundle, special: dict[str, int], hidden: int, location
         )
 
 
-@dataclass
-class LoadedLLM:
-    """The bundle's LLM with the special tokens added and checked, frozen, in eval mode on `device`."""
-
-    model: Any
-    tokenizer: Any
-    special: dict[str, int]
-    location: str
-    dtype: str  # models.runtime's name of the weights' dtype
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
-
-
 def load_bundle_llm(bundle: ServingBundle, *, device: str, dtype: str, llm_path: str | None) -> LoadedLLM:
     """Load the LLM the bundle names (or `llm_path`) in `dtype` (models.runtime.resolve_llm_dtype: 'auto' or a
     name); StartupError if it cannot be loaded or does not match the manifest. Also used by the vLLM backend
@@ -74,7 +59,15 @@ def load_bundle_llm(bundle: ServingBundle, *, device: str, dtype: str, llm_path:
     model.requires_grad_(False)
     model.to(device).eval()
     log.info("LLM %s loaded (%s, %s) in %.1f s", location, name, device, time.perf_counter() - start)
-    return LoadedLLM(model, tokenizer, special, location, name)
+    return LoadedLLM(model, tokenizer, special, location=location, dtype=name)
+
+
+def _allmrec_over(bundle: ServingBundle, part: ALLMRecModel | GenreModel, llm: LoadedLLM) -> ALLMRecEncoder:
+    """The A-LLMRec prompt encoder over the bundle's SASRec and catalogue with `part`'s stage 1, stage 2 and
+    prompt (the recommendation part or the genre part)."""
+    titles = [item.title for item in bundle.catalog.items]
+    stages = (bundle.sasrec, part.stage1, part.stage2)
+    return ALLMRecEncoder(llm.model, llm.tokenizer, *stages, titles, llm.special_tokens, part.prompt)
 
 
 def allmrec_encoder(bundle: ServingBundle, llm: LoadedLLM) -> ALLMRecEncoder | None:
@@ -82,10 +75,7 @@ def allmrec_encoder(bundle: ServingBundle, llm: LoadedLLM) -> ALLMRecEncoder | N
     part = bundle.allmrec
     if part is None:
         return None
-    titles = [item.title for item in bundle.catalog.items]
-    return ALLMRecEncoder(
-        llm.model, llm.tokenizer, bundle.sasrec, part.stage1, part.stage2, titles, llm.special, part.prompt
-    )
+    return _allmrec_over(bundle, part, llm)
 
 
 def genre_encoder(bundle: ServingBundle, llm: LoadedLLM) -> GenreEncoder | None:
@@ -93,11 +83,10 @@ def genre_encoder(bundle: ServingBundle, llm: LoadedLLM) -> GenreEncoder | None:
     part = bundle.genre
     if part is None:
         return None
-    titles = [item.title for item in bundle.catalog.items]
-    allmrec = ALLMRecEncoder(
-        llm.model, llm.tokenizer, bundle.sasrec, part.stage1, part.stage2, titles, llm.special, part.prompt
+    allmrec = _allmrec_over(bundle, part, llm)
+    return GenreEncoder(
+        llm.model, llm.tokenizer, part.genres, llm.special_tokens, part.prompt, allmrec=allmrec
     )
-    return GenreEncoder(llm.model, llm.tokenizer, part.genres, llm.special, part.prompt, allmrec=allmrec)
 
 
 Generate = Callable[[GenreEncoder, Sequence[Sequence[int]], int], list[str]]
@@ -166,7 +155,9 @@ class HFBackend(HealthWatch):
             )
         llm = load_bundle_llm(bundle, device=device, dtype=dtype, llm_path=llm_path)
         titles = [item.title for item in bundle.catalog.items]
-        encoder = LLMSRecEncoder(llm.model, llm.tokenizer, bundle.heads, titles, llm.special, bundle.prompt)
+        encoder = LLMSRecEncoder(
+            llm.model, llm.tokenizer, bundle.heads, titles, llm.special_tokens, bundle.prompt
+        )
         return cls(encoder, bundle_scorer(bundle, llm))
 
     def encode_users(

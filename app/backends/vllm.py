@@ -23,7 +23,6 @@ from app.backends.base import HealthWatch
 from app.backends.hf import (
     ContinuationScorer,
     Generate,
-    LoadedLLM,
     bundle_scorer,
     load_bundle_llm,
 )
@@ -35,7 +34,7 @@ from app.settings import VLLM_SERVED_MODEL_NAME
 from models.allmrec_genre import GenreEncoder
 from models.llmsrec import LLMSRecEncoder
 from models.prompts import USER_OUT
-from models.runtime import resolve_llm_dtype, torch_dtype
+from models.runtime import LoadedLLM, resolve_llm_dtype, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +176,14 @@ def prompt_encoder(
     titles = [item.title for item in bundle.catalog.items]
     if keep_llm:
         llm.model.to(device)
-        encoder = LLMSRecEncoder(llm.model, llm.tokenizer, bundle.heads, titles, llm.special, bundle.prompt)
+        encoder = LLMSRecEncoder(
+            llm.model, llm.tokenizer, bundle.heads, titles, llm.special_tokens, bundle.prompt
+        )
         return encoder, hidden, llm
     embedding = EmbeddingOnly(llm.model.get_input_embeddings()).to(device)
-    encoder = LLMSRecEncoder(embedding, llm.tokenizer, bundle.heads, titles, llm.special, bundle.prompt)
+    encoder = LLMSRecEncoder(
+        embedding, llm.tokenizer, bundle.heads, titles, llm.special_tokens, bundle.prompt
+    )
     del llm  # the CPU copy of the transformer layers
     gc.collect()
     return encoder, hidden, None

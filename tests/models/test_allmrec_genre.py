@@ -8,16 +8,16 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from models.allmrec import ALLMRecStage1, ALLMRecStage2, Stage1Config, Stage2Config
 from models.allmrec_encoder import ALLMRecEncoder
 from models.allmrec_genre import GenreEncoder, genre_prompt, genre_target, tidy_sentence
 from models.prompts import ALLMREC_ITEM, ALLMREC_USER, ALLMRecPromptConfig
+from models.runtime import LoadedLLM
 from models.sasrec import SASRec, SASRecConfig
 from models.soft_prompt import add_special_tokens
 from tests.models.tiny_llm import one_torch_thread, tiny_llm
-from training.common.llm import LoadedLLM, freeze_llm, tiny_tokenizer
+from training.common.llm import freeze_llm, tiny_llama, tiny_tokenizer
 
 GENRES = ["Action", "Comedy", "Drama", "Horror"]
 TITLES = [f"Film {i}" for i in range(1, 13)]
@@ -34,18 +34,7 @@ def responsive_llm() -> LoadedLLM:
     """A tiny Llama with a wide init (std 0.2): at the default 0.02 attention is so uniform that a few soft
     positions barely move the output, and a training test would measure nothing."""
     tokenizer = tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(len(tokenizer), init_std=0.2)
     special = add_special_tokens(model, tokenizer)
     freeze_llm(model)
     return LoadedLLM(model, tokenizer, special)

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from models.runtime import LoadedLLM
 from models.soft_prompt import add_special_tokens
-from training.common.llm import LoadedLLM, freeze_llm, tiny_tokenizer
+from training.common.llm import freeze_llm, tiny_llama, tiny_tokenizer
 
 
 @contextmanager
@@ -29,18 +29,7 @@ def one_torch_thread() -> Iterator[None]:
 def tiny_llm(seed: int = 0, hidden: int = 32) -> LoadedLLM:
     """Random 2-layer Llama (hidden 32, GQA) + tokenizer, special tokens added, frozen."""
     tokenizer = tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(len(tokenizer), hidden, seed)
     special = add_special_tokens(model, tokenizer)
     freeze_llm(model)
     spec = {

@@ -130,6 +130,18 @@ def test_score_distillation_is_the_kl_to_sasrecs_ranking_over_unmasked_items() -
     torch.testing.assert_close(score_distill_loss(users, items, cf_users, moved, mask2), base)
 
 
+def test_score_distillation_temperature_softens_both_sides_and_scales_by_its_square() -> None:
+    torch.manual_seed(1)
+    users, items = torch.randn(2, 4), torch.randn(5, 4)
+    cf_users, cf_items = torch.randn(2, 3), torch.randn(5, 3)
+    mask = catalogue_mask([frozenset({2}), frozenset()], torch.tensor([1, 4]), 5)
+    t = 3.0
+    got = score_distill_loss(users, items, cf_users, cf_items, mask, temperature=t)
+    plain = score_distill_loss(users / t, items, cf_users / t, cf_items, mask)  # logits / t, no scaling
+    torch.testing.assert_close(got, plain * t * t)
+    assert not torch.allclose(got, score_distill_loss(users, items, cf_users, cf_items, mask))
+
+
 @pytest.mark.parametrize("template", ["paper", "short"])
 def test_cached_states_are_the_serving_paths_states(data, teacher, template, tmp_path) -> None:
     """Batched, length-sorted, padded and stored on disk: the heads see what serving computes for the same

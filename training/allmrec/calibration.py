@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,36 @@ log = logging.getLogger(__name__)
 BLEND_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(20))  # 0 … 0.95: the LLM always has a say
 
 
+def weight_grid(
+    key: str, make: Callable[[float], Any], measure: Callable[[Any], dict[str, float]]
+) -> list[dict[str, Any]]:
+    """The grid search of a blend (here and the genre prompt's): one row per weight of BLEND_WEIGHTS, `key` →
+    the blend `make(weight)` as a dict, then its validation metrics `measure(blend)`."""
+    rows = []
+    for weight in BLEND_WEIGHTS:
+        chosen = make(weight)
+        rows.append({key: asdict(chosen), **measure(chosen)})
+    return rows
+
+
+def best_row(rows: list[dict[str, Any]], key: str, weight: str, by: tuple[str, str]) -> dict[str, Any]:
+    """The best grid row by the metrics `by` in turn, then by the smaller blend weight (`key`'s `weight`)."""
+    return max(rows, key=lambda r: (r[by[0]], r[by[1]], -r[key][weight]))
+
+
 def _metrics(scores: np.ndarray) -> dict[str, float]:
     found = compute_metrics(rank_targets(scores, 0))
     return {k: round(found[k], 6) for k in ("hr@1", "ndcg@10", "hr@10")}
+
+
+def _mode_rows(llm: np.ndarray, mode: str, sasrec: np.ndarray, cold: np.ndarray) -> list[dict[str, Any]]:
+    """The grid of SASRec weights for one score mode (`llm`: the LLM's scores in that mode)."""
+    scales = row_spread(llm), row_spread(sasrec)
+    return weight_grid(
+        "scoring",
+        lambda w: ALLMRecScoring(mode, w, *scales),
+        lambda scoring: _metrics(blend(llm, sasrec, scoring, cold)),
+    )
 
 
 def calibration_table(
@@ -46,11 +74,7 @@ def calibration_table(
     cold = scorer.encoder.stage1.cold.cpu().numpy()[candidates]  # (U, C): neutral SASRec for these
     rows = []
     for mode in SCORE_MODES:
-        llm = llm_scores(sums, counts, prior, mode)
-        llm_scale, sasrec_scale = row_spread(llm), row_spread(sasrec)
-        for w in BLEND_WEIGHTS:
-            scoring = ALLMRecScoring(mode, w, llm_scale, sasrec_scale)
-            rows.append({"scoring": asdict(scoring), **_metrics(blend(llm, sasrec, scoring, cold))})
+        rows += _mode_rows(llm_scores(sums, counts, prior, mode), mode, sasrec, cold)
     rows.append({"scoring": None, "sasrec": True, **_metrics(sasrec)})
     return rows
 
@@ -62,7 +86,7 @@ def best_scoring(table: list[dict[str, Any]], llm_only: bool = False) -> dict[st
         rows = [r for r in rows if r["scoring"]["sasrec_weight"] == 0]
     if not rows:
         raise ConfigError("the calibration table has no A-LLMRec rows")
-    return max(rows, key=lambda r: (r["hr@1"], r["ndcg@10"], -r["scoring"]["sasrec_weight"]))
+    return best_row(rows, "scoring", "sasrec_weight", ("hr@1", "ndcg@10"))
 
 
 def calibrate(data: PreparedData, scorer: ALLMRecScorer, max_users: int, seed: int = 0) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from torch import nn
 from models.allmrec import ALLMRecStage1, ALLMRecStage2, Stage1Config, Stage2Config
 from models.allmrec_encoder import ALLMRecEncoder
 from models.prompts import ALLMRecPromptConfig
+from models.runtime import LoadedLLM
 from training.common.errors import CheckpointError
-from training.common.llm import LLM_ALIASES, LoadedLLM, load_llm
+from training.common.llm import LLM_ALIASES, load_llm
 from training.data.dataset import PreparedData
 from training.sasrec.checkpoint import load_sasrec
 

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 
 from models.allmrec import Stage1Weights
 from models.prompts import ALLMREC_TEMPLATE_VERSIONS
+from training.common.config import DeviceConfig, LLMRunConfig, RunConfig
 from training.common.errors import ConfigError
 from training.common.flags import flag
 
 
 @dataclass(frozen=True)
-class Stage1TrainConfig:
-    """Defaults from the paper / official code (lr 1e-4, batch 32, 10 epochs, latent 128)."""
+class Stage1TrainConfig(RunConfig):
+    """Defaults from the paper / official code (lr 1e-4, batch 32, 10 epochs, latent 128). Seed, device and
+    progress: RunConfig."""
 
     epochs: int = flag(10, "Epochs (one epoch = every training user once, all positions).")
     batch_size: int = flag(32, "Users per step (each contributes every next-item position).")
@@ -24,9 +26,6 @@ class Stage1TrainConfig:
     w_item_recon: float = flag(0.5, "Weight of the item reconstruction MSE.")
     w_text_recon: float = flag(0.2, "Weight of the text reconstruction MSE.")
     finetune_text_encoder: bool = flag(False, "Also train MiniLM's last transformer layer (slow on CPU).")
-    seed: int = flag(0, "Seed of initialisation, user order and negatives.")
-    device: str = flag("auto", "auto | cpu | cuda[:N].")
-    progress: bool = flag(True, "Show progress bars.")
 
     def weights(self) -> Stage1Weights:
         return Stage1Weights(self.w_rec, self.w_matching, self.w_item_recon, self.w_text_recon)
@@ -42,8 +41,9 @@ def check_stage1(config: Stage1TrainConfig) -> None:
 
 
 @dataclass(frozen=True)
-class Stage2TrainConfig:
-    llm: str = flag("smollm2", "LLM: alias (smollm2), local path or HF id.")
+class Stage2TrainConfig(LLMRunConfig):
+    """Seed, device, progress, llm and dtype: LLMRunConfig."""
+
     epochs: int = flag(5, "Maximum epochs.")
     batch_size: int = flag(4, "Prompts per optimisation step.")
     lr: float = flag(1e-4, "Adam learning rate.")
@@ -68,12 +68,6 @@ class Stage2TrainConfig:
     calibration_users: int = flag(
         300, "Validation users to choose the candidate scoring on (0 = the paper's summed likelihood)."
     )
-    seed: int = flag(0, "Seed of initialisation, user subset, shuffling and negatives.")
-    device: str = flag("auto", "auto | cpu | cuda[:N].")
-    dtype: str = flag(
-        "auto", "LLM dtype: auto (bf16 on CUDA if supported, else float32) | float32 | bfloat16."
-    )
-    progress: bool = flag(True, "Show progress bars.")
 
 
 def check_stage2(config: Stage2TrainConfig) -> None:
@@ -91,7 +85,9 @@ def check_stage2(config: Stage2TrainConfig) -> None:
 
 
 @dataclass(frozen=True)
-class GenreTrainConfig:
+class GenreTrainConfig(LLMRunConfig):
+    """Seed, device, progress and dtype: LLMRunConfig (whose llm is re-declared for its help)."""
+
     llm: str = flag("smollm2", "LLM (alias, path or HF id) when no --stage2 is given; else the stage-2 one.")
     epochs: int = flag(1, "Epochs (one example per training user).")
     batch_size: int = flag(8, "Users per optimisation step.")
@@ -100,10 +96,6 @@ class GenreTrainConfig:
     max_title_tokens: int = flag(24, "Titles are cut to this many tokens.")
     max_users: int = flag(0, "Train on a seeded subset of this many users (0 = all).")
     valid_users: int = flag(200, "Validation users per epoch (seeded subset; 0 = all).")
-    seed: int = flag(0, "Seed of initialisation, user subset, order and genre shuffling.")
-    device: str = flag("auto", "auto | cpu | cuda[:N].")
-    dtype: str = flag("auto", "LLM dtype: auto | float32 | bfloat16.")
-    progress: bool = flag(True, "Show progress bars.")
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.history_len < 1 or self.lr <= 0:
@@ -111,10 +103,9 @@ class GenreTrainConfig:
 
 
 @dataclass(frozen=True)
-class CalibrateConfig:
+class CalibrateConfig(DeviceConfig):
     users: int = flag(300, "Validation users (a seeded subset) to choose the candidate scoring on.")
     batch_size: int = flag(4, "Prompts per forward.")
-    device: str = flag("auto", "auto | cpu | cuda[:N].")
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.batch_size < 1:

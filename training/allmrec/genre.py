@@ -24,7 +24,8 @@ from models.allmrec import ALLMRecStage1, ALLMRecStage2, Stage2Config
 from models.allmrec_genre import GENRE_TEMPLATE_VERSION, GenreEncoder, genre_target
 from models.allmrec_scoring import GenreBlend, blend_genre_scores, history_genre_shares, row_spread
 from models.prompts import ALLMREC_TEMPLATE_VERSION, ALLMRecPromptConfig
-from training.allmrec.calibration import BLEND_WEIGHTS
+from models.runtime import LoadedLLM
+from training.allmrec.calibration import best_row, weight_grid
 from training.allmrec.checkpoint import (
     CONFIG_FILE,
     STAGE2_FILE,
@@ -40,7 +41,7 @@ from training.allmrec.checkpoint import (
 from training.allmrec.config import GenreTrainConfig
 from training.common.device import resolve_device
 from training.common.errors import CheckpointError, ConfigError
-from training.common.llm import LoadedLLM, assert_frozen, load_llm
+from training.common.llm import assert_frozen, load_llm
 from training.data.dataset import PreparedData, seeded_subset
 from training.evaluation.genre import (
     evaluate_genres,
@@ -178,16 +179,12 @@ def fit_genre_blend(
         )
     shares = history_genre_shares(histories, matrix)
     scales = row_spread(llm), row_spread(shares)
-    rows = []
-    for w in BLEND_WEIGHTS:
-        blend = GenreBlend(w, *scales)
-        rows.append(
-            {
-                "blend": dataclasses.asdict(blend),
-                **genre_metrics(blend_genre_scores(llm, shares, blend), labels),
-            }
-        )
-    best = max(rows, key=lambda r: (r["ndcg"], r["hr@1"], -r["blend"]["history_weight"]))
+    rows = weight_grid(
+        "blend",
+        lambda w: GenreBlend(w, *scales),
+        lambda blend: genre_metrics(blend_genre_scores(llm, shares, blend), labels),
+    )
+    best = best_row(rows, "blend", "history_weight", ("ndcg", "hr@1"))
     return {
         "blend": best["blend"],
         "valid": {k: v for k, v in best.items() if k != "blend"} | {"n_users": len(users)},

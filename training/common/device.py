@@ -1,13 +1,12 @@
-"""Device and dtype policy of the offline side: what `auto` means for a device and for an LLM's dtype.
-Knows nothing about models or distributed runs."""
+"""Device and dtype policy of the offline side: what `auto` means for a device, and the LLM dtype through the
+one policy serving shares (models.runtime). Knows nothing about models or distributed runs."""
 
 from __future__ import annotations
 
 import torch
 
+from models.runtime import resolve_llm_dtype, torch_dtype
 from training.common.errors import ConfigError
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(device: str) -> str:
@@ -20,10 +19,9 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """`auto` → bfloat16 on a CUDA device that supports it, else float32."""
-    if dtype == "auto":
-        cuda_bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype {dtype!r} unknown; choose auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    """`auto` → bfloat16 on a CUDA device that supports it, else float32 (models.runtime.resolve_llm_dtype);
+    ConfigError naming the choices for an unknown name."""
+    try:
+        return torch_dtype(resolve_llm_dtype(dtype, device))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

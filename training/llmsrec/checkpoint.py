@@ -20,8 +20,9 @@ from safetensors.torch import load_file, save_file
 
 from models.llmsrec import LLMSRec, LLMSRecConfig
 from models.prompts import PromptConfig
+from models.runtime import LoadedLLM
 from training.common.errors import CheckpointError
-from training.common.llm import LLM_ALIASES, LoadedLLM, load_llm
+from training.common.llm import LLM_ALIASES, load_llm
 
 log = logging.getLogger(__name__)
 

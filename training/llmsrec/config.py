@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from models.llmsrec import LossWeights
+from training.common.config import LLMRunConfig
 from training.common.errors import ConfigError
 from training.common.flags import flag
 
 
 @dataclass(frozen=True)
-class LLMSRecTrainConfig:
-    llm: str = flag("smollm2", "LLM: alias (smollm2), local path or HF id.")
+class LLMSRecTrainConfig(LLMRunConfig):
+    """Seed, device, progress, llm and dtype: LLMRunConfig."""
+
     variant: Literal["llmsrec", "llm-only"] = flag("llmsrec", "llm-only = no distillation, no uniformity.")
     recipe: Literal["cached", "paper"] = flag(
         "cached",
@@ -38,11 +40,6 @@ class LLMSRecTrainConfig:
     eval_seed: int = flag(0, "Seed of the shared validation candidates.")
     item_batch_size: int = flag(64, "Item prompts per forward when building the item table.")
     user_batch_size: int = flag(16, "User prompts per forward at evaluation.")
-    seed: int = flag(0, "Seed of initialisation, user subset, shuffling and negatives.")
-    device: str = flag("auto", "auto | cpu | cuda[:N].")
-    dtype: str = flag(
-        "auto", "LLM dtype: auto (bf16 on CUDA if supported, else float32) | float32 | bfloat16."
-    )
     # --- the cached recipe only ---
     prefixes_per_user: int = flag(4, "cached: training prefixes per user (last position, then stride).")
     prefix_stride: int = flag(1, "cached: positions between a user's successive training prefixes.")
@@ -56,12 +53,14 @@ class LLMSRecTrainConfig:
     w_score_distill: float = flag(
         0.0, "cached: weight of KL(SASRec's catalogue softmax || LLM-SRec's) (ours; 0 = the paper's loss)."
     )
+    score_distill_temperature: float = flag(
+        1.0, "cached: temperature of both softmaxes in the score distillation (loss times its square)."
+    )
     cache_batch_size: int = flag(16, "cached: prompts per forward while caching hidden states.")
     cache_dir: str = flag(
         "", "cached: hidden-state cache, shared by runs with the same input side (default OUT/cache)."
     )
     resume: bool = flag(False, "Continue from OUT/train_state.pt (optimizer state and epoch).")
-    progress: bool = flag(True, "Show progress bars.")
 
     def loss_weights(self) -> LossWeights:
         if self.variant == "llm-only":
@@ -80,6 +79,8 @@ def check_config(config: LLMSRecTrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.lr <= 0 or min(config.w_retrieval, config.w_distill, config.w_uniformity) < 0:
         raise ConfigError("--lr must be > 0 and the loss weights >= 0")
+    if config.score_distill_temperature <= 0:
+        raise ConfigError(f"--score-distill-temperature must be > 0, got {config.score_distill_temperature}")
     if config.w_score_distill < 0 or (config.w_score_distill and config.variant == "llm-only"):
         raise ConfigError("--w-score-distill must be >= 0, and 0 for --variant llm-only (it needs SASRec)")
     if not 0.0 <= config.input_dropout < 1.0 or config.head_lr <= 0 or config.e2e_steps < 0:

@@ -35,6 +35,7 @@ class HeadTraining:
     input_dropout: float = 0.1
     weight_decay: float = 0.0
     score_distill: float = 0.0  # weight of KL(SASRec's catalogue softmax ‖ LLM-SRec's): ours, not the paper's
+    temperature: float = 1.0  # of both softmaxes in that KL (the loss is scaled by its square)
     seed: int = 0
     progress: bool = True
 
@@ -113,13 +114,16 @@ def score_distill_loss(
     cf_users: torch.Tensor,
     cf_items: torch.Tensor,
     mask: torch.Tensor,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
-    """KL(teacher ‖ student) of the catalogue softmaxes: SASRec's scores (cf_users (B, d_cf) · cf_items
-    (n_items, d_cf)) against LLM-SRec's (users (B, D) · items (n_items, D)), masked items left out."""
-    student = (users @ items.T).masked_fill(mask, float("-inf")).log_softmax(-1)  # (B, n_items)
-    teacher = (cf_users @ cf_items.T).masked_fill(mask, float("-inf")).log_softmax(-1)  # (B, n_items)
+    """KL(teacher ‖ student) of the catalogue softmaxes at `temperature`: SASRec's scores (cf_users (B, d_cf)
+    · cf_items (n_items, d_cf)) against LLM-SRec's (users (B, D) · items (n_items, D)), masked items left
+    out; times temperature² so the gradient's size does not depend on it (Hinton et al.)."""
+    t = temperature
+    student = ((users @ items.T) / t).masked_fill(mask, float("-inf")).log_softmax(-1)  # (B, n_items)
+    teacher = ((cf_users @ cf_items.T) / t).masked_fill(mask, float("-inf")).log_softmax(-1)  # (B, n_items)
     keep = ~mask
-    return (teacher.exp() * (teacher - student)).where(keep, 0.0).sum(-1).mean()
+    return (teacher.exp() * (teacher - student)).where(keep, 0.0).sum(-1).mean() * t * t
 
 
 def _step(
@@ -138,7 +142,9 @@ def _step(
         parts["uniformity"] = uniformity_loss(users) + uniformity_loss(teacher)
         if config.score_distill:
             cf_items = heads.cf_item_emb[1:]  # (n_items, d_cf) the teacher's own item table
-            parts["score_distill"] = score_distill_loss(users, items, cache.teacher[idx], cf_items, mask)
+            parts["score_distill"] = score_distill_loss(
+                users, items, cache.teacher[idx], cf_items, mask, config.temperature
+            )
     parts["loss"] = (
         weights.retrieval * parts["retrieval"]
         + weights.distill * parts["distill"]

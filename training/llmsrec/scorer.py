@@ -12,8 +12,8 @@ import torch
 
 from models.llmsrec import LLMSRec, LLMSRecEncoder
 from models.prompts import PromptConfig
+from models.runtime import LoadedLLM
 from training.common.errors import CheckpointError
-from training.common.llm import LoadedLLM
 from training.data.dataset import PreparedData
 from training.llmsrec.checkpoint import load_checkpoint_llm, load_llmsrec
 

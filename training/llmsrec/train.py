@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 
 from models.llmsrec import LLMSRec, LLMSRecConfig, LLMSRecEncoder
 from models.prompts import PromptConfig, template_version
+from models.runtime import LoadedLLM
 from models.sasrec import SASRec
 from training.common import distributed
 from training.common.errors import CheckpointError, ConfigError
-from training.common.llm import LoadedLLM, assert_frozen, load_llm
+from training.common.llm import assert_frozen, load_llm
 from training.data.dataset import PreparedData
 from training.evaluation.protocol import evaluate
 from training.evaluation.sharded import ShardedScorer

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from training.common.config import RunConfig
 from training.common.errors import ConfigError
 from training.common.flags import flag
 
 
 @dataclass(frozen=True)
-class SASRecTrainConfig:
-    """Defaults: the LLM-SRec setting (DESIGN §2); the SASRec paper used hidden 50, max_len 200 on ML-1M."""
+class SASRecTrainConfig(RunConfig):
+    """Defaults: the LLM-SRec setting (DESIGN §2); the SASRec paper used hidden 50, max_len 200 on ML-1M.
+    Device and progress: RunConfig (whose seed is re-declared for SASRec's default 42)."""
 
     hidden: int = flag(64, "Embedding / hidden size.")
     n_blocks: int = flag(2, "Transformer blocks.")
@@ -30,12 +32,10 @@ class SASRecTrainConfig:
     eval_max_users: int = flag(10_000, "Validation users (seeded subset when fewer than all).")
     eval_seed: int = flag(0, "Seed of the shared validation candidates.")
     seed: int = flag(42, "Seed of initialisation, dropout, user order and negatives.")
-    device: str = flag("auto", "auto | cpu | cuda[:N].")
     time_budget_s: float = flag(
         0.0, "Stop after the first epoch that ends past this many seconds (0 = none)."
     )
     num_threads: int = flag(0, "CPU threads for torch (0 = torch's default).")
-    progress: bool = flag(True, "Show a progress bar.")
 
 
 _POSITIVE = ("hidden", "n_blocks", "n_heads", "max_len", "batch_size", "epochs", "patience", "eval_every")
