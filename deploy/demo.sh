@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: build a small ml-100k bundle if none exists (later runs reuse it), then serve it on
-# localhost:8000. Sized for ~20 min on a 2-core CPU; every size below is an environment variable.
+# localhost:8000. Sized for ~19 min on a 2-core CPU; every size below is an environment variable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LLMREC="${LLMREC_BIN:-.venv/bin/llmrec}"
