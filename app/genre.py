@@ -145,14 +145,12 @@ class GenreService:
             ],
             explanation=genre_sentence(names, self.prompt, scored.lead),
             source=scored.source,
-            meta=ResponseMeta(
-                bundle_version=self.bundle.version,
-                cache_hit=scored.cache_hit,
-                degraded_reason=scored.degraded_reason or history.problem,
-                unknown_items=history.unknown,
-                history_length=len(history.known),
-                history_source=history.source,
-                timing_ms={**scored.timing_ms, "total": elapsed_ms(start)},
+            meta=history.response_meta(
+                self.bundle.version,
+                scored.cache_hit,
+                scored.degraded_reason,
+                scored.timing_ms,
+                elapsed_ms(start),
             ),
         )
 

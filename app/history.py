@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from app.bundle import Catalog
 from app.cache import Store
-from app.domain import AppendResult, Event, HistorySource, RequestLimits
+from app.domain import AppendResult, Event, HistorySource, RequestLimits, ResponseMeta
 from app.errors import InvalidRequestError, StoreUnavailableError
 from app.metrics import Metrics
 
@@ -29,6 +29,26 @@ class History:
     @property
     def known_ids(self) -> list[int]:
         return [e.item_id for e in self.known]
+
+    def response_meta(
+        self,
+        bundle_version: str,
+        cache_hit: bool,
+        degraded_reason: str | None,
+        timing_ms: dict[str, float],
+        total_ms: float,
+    ) -> ResponseMeta:
+        """The metadata of an answer computed from this history; a stored history that was unavailable
+        counts as the degraded reason when the answer itself did not degrade."""
+        return ResponseMeta(
+            bundle_version=bundle_version,
+            cache_hit=cache_hit,
+            degraded_reason=degraded_reason or self.problem,
+            unknown_items=self.unknown,
+            history_length=len(self.known),
+            history_source=self.source,
+            timing_ms={**timing_ms, "total": total_ms},
+        )
 
 
 class Histories:

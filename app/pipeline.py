@@ -23,7 +23,6 @@ from app.domain import (
     RankedItem,
     Recommendation,
     RecommendQuery,
-    ResponseMeta,
 )
 from app.encoding import UserEncoder, UserEncoding, UserVector
 from app.errors import InvalidRequestError, NotFoundError
@@ -134,14 +133,12 @@ class RecommendService:
         return Recommendation(
             items=[RankedItem(i, titles[i - 1].title, s) for i, s in ranking.items],
             strategy=ranking.strategy,
-            meta=ResponseMeta(
-                bundle_version=self.bundle.version,
-                cache_hit=ranking.cache_hit,
-                degraded_reason=ranking.degraded_reason or history.problem,
-                unknown_items=history.unknown,
-                history_length=len(history.known),
-                history_source=history.source,
-                timing_ms={**ranking.timing_ms, "total": elapsed_ms(start)},
+            meta=history.response_meta(
+                self.bundle.version,
+                ranking.cache_hit,
+                ranking.degraded_reason,
+                ranking.timing_ms,
+                elapsed_ms(start),
             ),
         )
 
