@@ -5,8 +5,10 @@ score as the bundle's `scoring` says (chosen on validation, models/allmrec_scori
 through the LLM stage, cached by exactly what the prompt and SASRec read (and the score mode); when the LLM
 fails or times out the SASRec order answers, degraded. Cold items (added by `llmrec export add-items`, no CF
 row) join SASRec's candidates by their text: the `cold_candidates` allowed cold items whose MiniLM text is
-nearest the history's (models/cold_items.py); SASRec has no score for them, so the blend gives them the mean
-SASRec score of the request's warm candidates (neutral). Framework-free: no HTTP, no pydantic."""
+nearest the history's (models/cold_items.py); SASRec has no trained row for them, so the blend gives them,
+as the bundle's scoring says, the mean SASRec score of the request's warm candidates (neutral) or SASRec's
+user vector against stage 1's text-predicted embedding plus the offset chosen on validation (`cold_offset`).
+Framework-free: no HTTP, no pydantic."""
 
 from __future__ import annotations
 
@@ -65,10 +67,16 @@ class RerankConfig:
 
 class ALLMRecReranker:
     def __init__(
-        self, stage: LLMStage[RankJob, np.ndarray], config: RerankConfig, text_emb: Tensor | None = None
+        self,
+        stage: LLMStage[RankJob, np.ndarray],
+        config: RerankConfig,
+        text_emb: Tensor | None = None,
+        imputed: np.ndarray | None = None,
     ) -> None:
-        """text_emb: stage 1's (n + 1, d_text) text table, to find cold candidates (None: none)."""
-        self.stage, self.config, self.text_emb = stage, config, text_emb
+        """text_emb: stage 1's (n + 1, d_text) text table, to find cold candidates (None: none); imputed: its
+        (n + 1, d_cf) text-predicted CF table (ALLMRecStage1.imputed_cf), SASRec's side of a cold candidate
+        when the scoring has a `cold_offset`."""
+        self.stage, self.config, self.text_emb, self.imputed = stage, config, text_emb, imputed
 
     def candidates(self, k: int) -> int:
         n = self.config.n_candidates
@@ -90,10 +98,16 @@ class ALLMRecReranker:
         return ids[best].tolist()
 
     async def rerank(
-        self, history: Sequence[int], ranking: Ranking, k: int, cold: Sequence[int] = ()
+        self,
+        history: Sequence[int],
+        ranking: Ranking,
+        k: int,
+        cold: Sequence[int] = (),
+        user: np.ndarray | None = None,
     ) -> Ranking:
         """The top k of SASRec's candidates plus the text-picked cold ones by A-LLMRec's score, or SASRec's
-        top k (degraded) when the LLM does not answer in time."""
+        top k (degraded) when the LLM does not answer in time. `user`: SASRec's user vector (what scores
+        the cold candidates from their text-predicted embeddings)."""
         start, c = time.perf_counter(), self.config
         reranked = Ranking([], "allmrec")
         window = tuple(int(i) for i in history[-c.history_window :])
@@ -114,14 +128,26 @@ class ALLMRecReranker:
                     ranking.items[:k], "sasrec", degraded_reason=reason, timing_ms=answer.timing_ms
                 )
             else:
-                sasrec = dict(ranking.items)  # SASRec's retrieval scores; cold items: their mean (neutral)
-                neutral = float(np.mean(list(sasrec.values()))) if sasrec else 0.0
-                sasrec |= {i: neutral for i in picks}
-                row = blend(answer.value[None], np.array([[sasrec[int(i)] for i in shown]]), c.scoring)[0]
+                sasrec, cold_mask, imputed = self._sasrec_side(ranking, shown, picks, user)
+                row = blend(answer.value[None], sasrec, c.scoring, cold_mask, imputed)[0]
                 items = _best(shown, row, ids, k)
                 reranked = Ranking(items, "allmrec", answer.cache_hit, timing_ms=answer.timing_ms)
         timing = {**ranking.timing_ms, **reranked.timing_ms, "rerank": elapsed_ms(start)}
         return dataclasses.replace(reranked, timing_ms=timing)
+
+    def _sasrec_side(
+        self, ranking: Ranking, shown: np.ndarray, picks: list[int], user: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(1, C) each, in prompt order: SASRec's retrieval scores (0 for the cold picks), which candidates
+        are cold picks, and SASRec's scores of their text-predicted embeddings (None without them or a
+        user)."""
+        retrieved = dict(ranking.items)
+        sasrec = np.array([[retrieved.get(int(i), 0.0) for i in shown]])
+        cold = np.isin(shown, picks)[None]
+        imputed = None
+        if cold.any() and user is not None and self.imputed is not None:
+            imputed = (self.imputed[shown] @ np.asarray(user, np.float64))[None]
+        return sasrec, cold, imputed
 
 
 def _best(shown: np.ndarray, scores: np.ndarray, retrieved: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -160,6 +160,7 @@ def _llm_parts(
             stage(CANDIDATE_SCORES, candidate_scores_fn(backend)),
             _rerank_config(bundle, settings),
             text_emb=bundle.allmrec.stage1.text_emb,
+            imputed=bundle.allmrec.stage1.imputed_table().double().cpu().numpy(),
         )
     genre = stage(GENRE_ANSWERS, genre_answers_fn(backend)) if bundle.genre is not None else None
     return LLMParts(user, allmrec, genre)

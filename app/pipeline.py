@@ -89,7 +89,7 @@ class RecommendService:
             return self._respond(self._popular(allowed, q.k), history, start)
         encoding = await self.encoder.encode(plan.user_vector, history.known)
         ranking = await self._rank(encoding, allowed, n, n_blocked)
-        ranking = await plan.reranker.rerank(history.known_ids, ranking, q.k, cold)
+        ranking = await plan.reranker.rerank(history.known_ids, ranking, q.k, cold, encoding.vector)
         return self._respond(ranking, history, start)
 
     def _validate(self, q: RecommendQuery) -> tuple[ModelPlan, int]:

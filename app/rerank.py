@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from app.domain import Strategy
 
 
@@ -30,10 +32,16 @@ class Reranker(Protocol):
         ...
 
     async def rerank(
-        self, history: Sequence[int], ranking: Ranking, k: int, cold: Sequence[int] = ()
+        self,
+        history: Sequence[int],
+        ranking: Ranking,
+        k: int,
+        cold: Sequence[int] = (),
+        user: np.ndarray | None = None,
     ) -> Ranking:
         """The top k of `ranking` (at most candidates(k) items) for a user with this known history; `cold`:
-        the cold items the request allows (no CF row: only a text-aware reranker can add them)."""
+        the cold items the request allows (no CF row: only a text-aware reranker can add them); `user`: the
+        ranker's user vector."""
         ...
 
 
@@ -44,6 +52,11 @@ class IdentityReranker:
         return k
 
     async def rerank(
-        self, history: Sequence[int], ranking: Ranking, k: int, cold: Sequence[int] = ()
+        self,
+        history: Sequence[int],
+        ranking: Ranking,
+        k: int,
+        cold: Sequence[int] = (),
+        user: np.ndarray | None = None,
     ) -> Ranking:
         return ranking

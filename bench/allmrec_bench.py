@@ -4,7 +4,9 @@ Warm table (test users, the normal split): popularity, SASRec, A-LLMRec under ev
 paper's summed title log-likelihood, per token, PMI (minus the prior prompt's), PMI per token — and the
 scoring chosen on validation (a blend with SASRec), each with standard errors. Cold table: a seeded 20% of
 items held out of every train sequence (SASRec never trains them; A-LLMRec reads them through the text
-encoder), the test users whose target is cold, the same rows. Plus stage-2 training time, examples/s and
+encoder), the test users whose target is cold, the same rows — plus SASRec with the cold rows predicted from
+text by stage 1 — and the same models on a seeded sample of the split's warm-target users (what the cold
+scoring costs the others). Plus stage-2 training time, examples/s and
 its loss curve (bench/results/allmrec_stage2_loss.png). Checkpoints under --work are reused when present.
 
 CPU (2 cores), official stage-2 budget (5 epochs over all users), all test users:
@@ -14,6 +16,8 @@ CPU (2 cores), official stage-2 budget (5 epochs over all users), all test users
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 from portable import portable_args, portable_command, portable_path
 
-from models.allmrec_scoring import SCORE_MODES, ALLMRecScoring
+from models.allmrec_scoring import SCORE_MODES, ALLMRecScoring, cold_sasrec_scores
 from models.runtime import LoadedLLM
 from training.allmrec.checkpoint import load_allmrec_encoder
 from training.allmrec.cold import make_cold_split
@@ -48,6 +52,7 @@ from training.sasrec.scorer import SASRecScorer
 from training.sasrec.train import train_sasrec
 
 log = logging.getLogger("allmrec_bench")
+SHOWN_OFFSETS = (0.0, -1.0, -2.0, -3.0, -4.0)  # cold-from-text offsets tabled beside the served scoring
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -70,6 +75,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-warm", action="store_true", help="Only the cold table.")
     p.add_argument("--cold-users", type=int, default=0, help="At most this many cold-target users (0 = all).")
     p.add_argument("--cold-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--cold-warm-users", type=int, default=100, help="Cold split's warm-target test users (0 = none)."
+    )
     p.add_argument("--generate", action="store_true", help="Also greedy generation matched to a candidate.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "allmrec_ml100k.json")
@@ -129,7 +137,8 @@ def table(
     }
     encoder, config = load_allmrec_encoder(s2, data, args.device, llm=llm)
     scorer = ALLMRecScorer(encoder, "likelihood", batch_size=4, seed=args.seed, progress=True)
-    start, path = time.perf_counter(), s2.parent / f"raw-{s2.name}-test.npz"
+    tag = hashlib.sha256(np.asarray(users, np.int64).tobytes()).hexdigest()[:8]  # one file per user set
+    start, path = time.perf_counter(), s2.parent / f"raw-{s2.name}-test-{tag}.npz"
     fresh = not path.is_file()  # else read back from an earlier run: no speed to report
     raw = cached_raw(path, users, lambda: scorer.raw(histories, candidates, True))
     speed = round(len(users) / (time.perf_counter() - start), 3) if fresh else None
@@ -141,6 +150,16 @@ def table(
     rows["allmrec (served: chosen on validation)"] = with_errors(
         scorer.calibrated(raw, histories, candidates, served)
     ) | {"scoring": config.get("scoring")}
+    sasrec, cold, imputed = scorer.sasrec_side(histories, candidates)
+    if imputed is not None:  # cold candidates: their SASRec side from stage 1's text-predicted embeddings
+        for offset in SHOWN_OFFSETS:
+            text = dataclasses.replace(served, cold_offset=offset)
+            rows[f"sasrec, cold rows from text, offset {offset:g}"] = with_errors(
+                cold_sasrec_scores(sasrec, cold, imputed, text)
+            )
+            rows[f"allmrec served blend, cold from text, offset {offset:g}"] = with_errors(
+                scorer.calibrated(raw, histories, candidates, text)
+            )
     if args.generate:
         gen = ALLMRecScorer(encoder, "generate", batch_size=4, seed=args.seed)
         rows["allmrec (generation)"] = with_errors(gen.score(histories, candidates)) | gen.extra_metrics()
@@ -199,6 +218,38 @@ def plot_losses(runs: dict[str, Path], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def plot_cold_tradeoff(result: dict[str, Any], path: Path) -> None:
+    """Cold-target Hit@1 against warm-target Hit@1 on the cold split, one point per cold-from-text offset
+    (SASRec alone and the served blend), the neutral rule as a marker."""
+    from matplotlib.figure import Figure
+
+    cold, warm = result["cold"]["rows"], result["cold_split_warm"]["rows"]
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    for prefix, label in (
+        ("sasrec, cold rows from text", "SASRec, cold rows from text"),
+        ("allmrec served blend, cold from text", "A-LLMRec blend, cold from text"),
+    ):
+        names = [f"{prefix}, offset {o:g}" for o in SHOWN_OFFSETS]
+        xs, ys = [warm[n]["hr@1"] for n in names], [cold[n]["hr@1"] for n in names]
+        ax.plot(xs, ys, marker="o", label=label)
+        for o, x, y in zip(SHOWN_OFFSETS, xs, ys, strict=True):
+            ax.annotate(f"{o:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    served = "allmrec (served: chosen on validation)"
+    ax.scatter(
+        [warm[served]["hr@1"]], [cold[served]["hr@1"]], marker="*", s=150, color="k", label="as served"
+    )
+    ax.scatter(
+        [warm["sasrec"]["hr@1"]], [cold["sasrec"]["hr@1"]], marker="x", s=80, label="SASRec (untrained rows)"
+    )
+    ax.axhline(0.05, color="grey", lw=0.8, ls=":", label="random (cold targets)")
+    ax.set_xlabel("Hit@1, test users whose target is warm")
+    ax.set_ylabel("Hit@1, test users whose target is cold")
+    ax.set_title("A-LLMRec cold split (ml-100k, 1+19): cold-from-text offset trade-off")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+
+
 def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -237,8 +288,14 @@ def main() -> None:
         if 0 < args.cold_users < len(cold_users):
             cold_users = np.sort(np.random.default_rng(args.seed).permutation(cold_users)[: args.cold_users])
         result["cold"] = table(cold, cold_sasrec, cold_s2, cold_users, args, llm)
+        if args.cold_warm_users:  # the same models on the split's warm targets: what cold scoring costs them
+            warm_users = np.setdiff1d(np.arange(cold.n_users), cold_test_users(cold, np.arange(cold.n_users)))
+            picked = np.random.default_rng(args.seed).permutation(warm_users)[: args.cold_warm_users]
+            result["cold_split_warm"] = table(cold, cold_sasrec, cold_s2, np.sort(picked), args, llm)
         result["training"]["cold"] = training_record(cold_s2)
         runs["cold"] = cold_s2
+    if "cold_split_warm" in result:
+        plot_cold_tradeoff(result, args.out.with_name("allmrec_cold_tradeoff.png"))
     plot = args.out.with_name("allmrec_stage2_loss.png")
     plot_losses(runs, plot)
     result |= {
@@ -248,7 +305,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    for name in ("warm", "cold"):
+    for name in ("warm", "cold", "cold_split_warm"):
         if name in result:
             print(f"\n{name} ({result[name]['n_users']} test users)")
             for row, m in result[name]["rows"].items():

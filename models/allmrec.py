@@ -123,6 +123,17 @@ class ALLMRecStage1(nn.Module):
         from_text = self.text_ae.encode(self.text_emb[item_ids])  # (N, latent)
         return torch.where(self.cold[item_ids].unsqueeze(-1), from_text, warm)
 
+    def imputed_cf(self, item_ids: Tensor) -> Tensor:
+        """(N,) → (N, d_cf): the CF embedding stage 1 predicts from each item's text — the item decoder on
+        the text encoder's latent (the rec loss scores SASRec users against decoded latents: rec_logits).
+        What SASRec's score of a cold item is made from (models.allmrec_scoring.blend)."""
+        return self.item_ae.dec(self.text_ae.encode(self.text_emb[item_ids]))
+
+    @torch.no_grad()
+    def imputed_table(self) -> Tensor:
+        """(n + 1, d_cf) imputed_cf of every item id (row 0 too: padding, never scored)."""
+        return self.imputed_cf(torch.arange(len(self.cold), device=self.cold.device))
+
     def text_latents(self, text: Tensor) -> Tensor:
         """Latents of new text embeddings (N, d_text): the path for an item the catalog lacks."""
         return self.text_ae.encode(text)

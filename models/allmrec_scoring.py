@@ -9,9 +9,14 @@ user). The alternatives, all from the same two forwards:
 - `pmi-mean`: the same per token;
 
 and, on top of any of them, a blend with SASRec's score of the candidate: each side divided by the typical
-within-row spread of its validation scores, then (1 - w) · LLM + w · SASRec. Mode, weight and scales are
-chosen on validation and recorded in the checkpoint and bundle. The genre answer is blended the same way:
-the LLM's genre scores with the history's own genre shares (`GenreBlend`). Numpy in, numpy out.
+within-row spread of its validation scores, then (1 - w) · LLM + w · SASRec. A cold candidate (no trained
+SASRec row) gets, as its SASRec score, either the row's warm mean (neutral: only the LLM places it) or —
+`cold_offset` set — SASRec's user vector against the CF embedding stage 1 predicts from its text
+(`ALLMRecStage1.imputed_cf`) plus `cold_offset` spreads: text-predicted embeddings score higher than trained
+ones for everyone, and the offset, chosen on validation, puts them back on the warm items' scale. Mode,
+weight, scales and offset are chosen on validation and recorded in the checkpoint and bundle. The genre
+answer is blended the same way: the LLM's genre scores with the history's own genre shares (`GenreBlend`).
+Numpy in, numpy out.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class ALLMRecScoring:
     sasrec_weight: float = 0.0  # 0 = the LLM alone
     llm_scale: float = 1.0  # typical within-row std of the LLM scores on validation
     sasrec_scale: float = 1.0  # same for SASRec's scores
+    cold_offset: float | None = None  # None: cold candidates neutral; else text-imputed + offset · scale
 
     def __post_init__(self) -> None:
         if self.mode not in SCORE_MODES:
@@ -41,6 +47,8 @@ class ALLMRecScoring:
             raise ValueError(f"sasrec_weight must be in [0, 1), got {self.sasrec_weight}")
         if self.llm_scale <= 0 or self.sasrec_scale <= 0:
             raise ValueError(f"scales must be > 0, got {self.llm_scale}, {self.sasrec_scale}")
+        if self.cold_offset is not None and not np.isfinite(self.cold_offset):
+            raise ValueError(f"cold_offset must be finite or None, got {self.cold_offset}")
 
     @property
     def needs_prior(self) -> bool:
@@ -64,11 +72,16 @@ def llm_scores(sums: np.ndarray, counts: np.ndarray, prior_sums: np.ndarray | No
 
 
 def blend(
-    llm: np.ndarray, sasrec: np.ndarray | None, scoring: ALLMRecScoring, cold: np.ndarray | None = None
+    llm: np.ndarray,
+    sasrec: np.ndarray | None,
+    scoring: ALLMRecScoring,
+    cold: np.ndarray | None = None,
+    imputed: np.ndarray | None = None,
 ) -> np.ndarray:
     """(B, C) LLM scores (already in `scoring.mode`) and SASRec's → the served scores. `cold` (B, C) marks
-    candidates SASRec never trained: their SASRec score says nothing, so it is replaced by the mean of the
-    row's warm candidates (neutral) and only the LLM places them."""
+    candidates SASRec never trained: their SASRec score says nothing. With `scoring.cold_offset` None it is
+    replaced by the mean of the row's warm candidates (neutral) and only the LLM places them; else by
+    `imputed` (B, C) — SASRec's user vector · stage 1's text-predicted embedding — plus the offset."""
     llm = np.asarray(llm, np.float64)
     if not scoring.needs_sasrec:
         return llm
@@ -76,12 +89,23 @@ def blend(
         raise ValueError("this A-LLMRec scoring blends with SASRec: SASRec's candidate scores are needed")
     sasrec = np.asarray(sasrec, np.float64)
     if cold is not None and np.asarray(cold).any():
-        cold = np.asarray(cold, bool)
-        warm = np.where(cold, np.nan, sasrec)
-        neutral = np.nan_to_num(np.nanmean(np.where(cold.all(1, keepdims=True), 0.0, warm), axis=1))
-        sasrec = np.where(cold, neutral[:, None], sasrec)
+        sasrec = cold_sasrec_scores(sasrec, np.asarray(cold, bool), imputed, scoring)
     w = scoring.sasrec_weight
     return (1 - w) * llm / scoring.llm_scale + w * sasrec / scoring.sasrec_scale
+
+
+def cold_sasrec_scores(
+    sasrec: np.ndarray, cold: np.ndarray, imputed: np.ndarray | None, scoring: ALLMRecScoring
+) -> np.ndarray:
+    """(B, C) SASRec scores with the cold candidates' replaced as `blend` says."""
+    if scoring.cold_offset is None:
+        warm = np.where(cold, np.nan, sasrec)
+        neutral = np.nan_to_num(np.nanmean(np.where(cold.all(1, keepdims=True), 0.0, warm), axis=1))
+        return np.where(cold, neutral[:, None], sasrec)
+    if imputed is None:
+        raise ValueError("this A-LLMRec scoring scores cold candidates from text: imputed scores are needed")
+    shifted = np.asarray(imputed, np.float64) + scoring.cold_offset * scoring.sasrec_scale
+    return np.where(cold, shifted, sasrec)
 
 
 def row_spread(scores: np.ndarray) -> float:

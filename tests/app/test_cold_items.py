@@ -1,11 +1,14 @@
 """Cold items in the service, on a real tiny bundle extended by `llmrec export add-items` (A-LLMRec stage 1
 over MiniLM texts): model=allmrec adds the allowed cold items whose text is nearest the history's to SASRec's
-candidates and blends them with the warm candidates' mean SASRec score; sasrec, llmsrec and popularity never
-return them (a history holding one still encodes); the item route shows them; 0 cold candidates = off."""
+candidates and blends them with the warm candidates' mean SASRec score (or, when the scoring has a
+cold_offset, SASRec's score of their text-predicted embedding); sasrec, llmsrec and popularity never return
+them (a history holding one still encodes); the item route shows them; 0 cold candidates = off."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +18,11 @@ from app.backends.hf import HFBackend
 from app.bundle import load_bundle, verify
 from models.allmrec_encoder import prompt_order
 from models.allmrec_scoring import blend
+from models.bundle import compute_bundle_version, sha256_file
 from tests.app.conftest import serve
 from tests.models.tiny_llm import one_torch_thread
 from training.add_items import add_items
+from training.sasrec.scorer import SASRecScorer
 from training.tiny_bundle import N_ITEMS, build_genre_bundle
 
 pytestmark = pytest.mark.anyio
@@ -76,6 +81,42 @@ async def test_allmrec_adds_the_cold_item_nearest_the_history_text(
     assert bundle.allmrec is not None and bundle.allmrec.scoring.sasrec_weight > 0  # the blend matters
     cf = np.array([[warm.get(int(i), float(np.mean(list(warm.values())))) for i in shown]])
     expected = blend(llm[None], cf, bundle.allmrec.scoring)[0]
+    for item, score in zip(shown.tolist(), expected.tolist(), strict=True):
+        assert got[item] == pytest.approx(score, rel=1e-4, abs=1e-5)
+
+
+async def test_allmrec_scores_a_cold_item_from_its_text_predicted_embedding(
+    make_settings, cold_bundle: Path, cold_backend: HFBackend, tmp_path: Path
+) -> None:
+    """A bundle whose scoring carries a cold_offset: the cold candidate's SASRec side is SASRec's user vector
+    against stage 1's text-predicted embedding of it, plus the offset (no longer the warm mean)."""
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(cold_bundle, bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["allmrec"]["scoring"] |= {"sasrec_weight": 0.5, "cold_offset": -0.5}
+    (bundle_dir / "allmrec" / "config.json").write_text(json.dumps(manifest["allmrec"]))
+    manifest["files"]["allmrec/config.json"] = sha256_file(bundle_dir / "allmrec" / "config.json")
+    manifest["bundle_version"] = compute_bundle_version(manifest["dataset"]["name"], manifest["files"])
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    bundle = load_bundle(bundle_dir, verify(bundle_dir), "cpu")
+    assert bundle.allmrec is not None and bundle.allmrec.scoring.cold_offset == -0.5
+    settings = make_settings(bundle=bundle_dir, allmrec_cold_candidates=1)
+    async with serve(settings, backend=cold_backend) as client:
+        sasrec = await client.post("/v1/recommend", json=body([7], "sasrec", WARM, 3))
+        r = await client.post("/v1/recommend", json=body([7], "allmrec", [*WARM, A, B], 4))
+    assert r.status_code == 200 and r.json()["model"] == "allmrec", r.text
+    got = {i["item_id"]: i["score"] for i in r.json()["items"]}
+    warm = {i["item_id"]: i["score"] for i in sasrec.json()["items"]}
+    ids = np.array([*warm, A])
+    shown = ids[prompt_order(ids, 0)]
+    llm = cold_backend.rank_candidates([[7]], [shown.tolist()])[0]
+    user = SASRecScorer(bundle.sasrec).user_vectors([np.array([7])])[0]
+    imputed = bundle.allmrec.stage1.imputed_table().double().numpy()[shown] @ user
+    cold = np.isin(shown, [A])
+    cf = np.array([[warm.get(int(i), 0.0) for i in shown]])
+    expected = blend(llm[None], cf, bundle.allmrec.scoring, cold[None], imputed[None])[0]
+    neutral = dataclasses.replace(bundle.allmrec.scoring, cold_offset=None)
+    assert expected[cold][0] != pytest.approx(blend(llm[None], cf, neutral, cold[None])[0][cold][0])
     for item, score in zip(shown.tolist(), expected.tolist(), strict=True):
         assert got[item] == pytest.approx(score, rel=1e-4, abs=1e-5)
 

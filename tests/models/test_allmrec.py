@@ -272,6 +272,22 @@ def test_stage1_tables_refuse_a_wrong_shape() -> None:
         Stage1Config(0)
 
 
+def test_imputed_cf_decodes_the_text_latent_for_every_item() -> None:
+    """A cold item's CF embedding is predicted from its text: the item decoder on the text encoder's latent,
+    the same for every row of imputed_table (warm items too: it never reads the CF table)."""
+    torch.manual_seed(0)
+    s1 = ALLMRecStage1(Stage1Config(3, d_cf=4, d_text=5, latent=2))
+    s1.set_tables(torch.randn(4, 4), torch.randn(4, 5), torch.tensor([False, False, True, False]))
+    ids = torch.tensor([2, 3])
+    expected = s1.item_ae.dec(torch.sigmoid(s1.text_ae.enc(s1.text_emb[ids])))
+    torch.testing.assert_close(s1.imputed_cf(ids), expected)
+    table = s1.imputed_table()
+    assert table.shape == (4, 4) and not table.requires_grad
+    torch.testing.assert_close(table[ids], expected.detach())
+    s1.cf_item_emb.mul_(0.0)  # the CF table plays no part
+    torch.testing.assert_close(s1.imputed_table(), table)
+
+
 @pytest.mark.slow
 def test_packed_likelihood_on_smollm2() -> None:
     """The 4D packed mask through the real model's attention gives the per-sequence log-likelihoods."""

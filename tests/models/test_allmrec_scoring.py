@@ -3,6 +3,7 @@ pure functions, exact values."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -133,3 +134,22 @@ def test_blend_gives_cold_candidates_a_neutral_sasrec_score() -> None:
     assert got.argsort().tolist() == [1, 2, 0]
     all_cold = blend(llm, sasrec, scoring, np.ones((1, 3), bool))  # no warm reference: neutral 0
     np.testing.assert_allclose(all_cold, 0.5 * llm)
+
+
+def test_blend_scores_cold_candidates_from_their_text_with_the_chosen_offset() -> None:
+    """With a cold_offset the cold item's SASRec side is its text-imputed score plus offset · sasrec_scale;
+    warm candidates keep SASRec's own score; no imputed scores → a clear error, not a silent neutral."""
+    llm = np.array([[0.0, 0.0, 1.0]])
+    sasrec = np.array([[4.0, 0.0, -50.0]])
+    cold = np.array([[False, False, True]])
+    imputed = np.array([[9.0, 9.0, 3.0]])  # only the cold column is read
+    scoring = ALLMRecScoring("sum", 0.5, sasrec_scale=2.0, cold_offset=-1.0)
+    got = blend(llm, sasrec, scoring, cold, imputed)[0]
+    np.testing.assert_allclose(got, [0.5 * 4.0 / 2.0, 0.0, 0.5 * 1.0 + 0.5 * (3.0 - 1.0 * 2.0) / 2.0])
+    np.testing.assert_allclose(blend(llm, sasrec, scoring, None, imputed), blend(llm, sasrec, scoring))
+    with pytest.raises(ValueError, match="imputed scores are needed"):
+        blend(llm, sasrec, scoring, cold)
+    neutral = dataclasses.replace(scoring, cold_offset=None)  # the old rule ignores imputed scores
+    np.testing.assert_allclose(blend(llm, sasrec, neutral, cold, imputed), blend(llm, sasrec, neutral, cold))
+    with pytest.raises(ValueError, match="cold_offset"):
+        ALLMRecScoring(cold_offset=float("nan"))

@@ -18,7 +18,7 @@ from models.allmrec_encoder import prompt_order
 from models.allmrec_scoring import SCORE_MODES, ALLMRecScoring, blend, llm_scores
 from tests.models.tiny_llm import one_torch_thread, tiny_llm
 from training.allmrec import checkpoint, text_encoder
-from training.allmrec.calibration import BLEND_WEIGHTS, calibrate_checkpoint
+from training.allmrec.calibration import BLEND_WEIGHTS, COLD_OFFSETS, calibrate_checkpoint, calibration_table
 from training.allmrec.checkpoint import load_allmrec_encoder, load_stage1, load_stage2
 from training.allmrec.cold import make_cold_split
 from training.allmrec.config import Stage1TrainConfig, Stage2TrainConfig
@@ -189,6 +189,31 @@ def test_scorer_blend_matches_the_pure_functions(data, trained) -> None:
     )
     expected = blend(llm, SASRecScorer(encoder.sasrec).score(histories, cands), scoring)
     np.testing.assert_allclose(scorer.score(histories, cands), expected, rtol=1e-6)
+
+
+def test_cold_candidates_take_their_text_predicted_score_and_calibration_tries_offsets(data, trained) -> None:
+    """Cold candidates' SASRec side: SASRec's user vector against stage 1's imputed_table rows; the
+    calibration grid adds every cold offset (and neutral) once validation candidates hold cold items."""
+    encoder, _ = load_allmrec_encoder(trained["s2"], data, llm=tiny_llm(seed=0))
+    encoder.stage1.cold[3::3] = True  # items 3, 6, 9, …: as if SASRec never trained them
+    scoring = ALLMRecScoring("sum", 0.4, sasrec_scale=2.0, cold_offset=-1.0)
+    scorer = ALLMRecScorer(encoder, batch_size=2, scoring=scoring)
+    histories = [data.split_input(u, "test") for u in range(3)]
+    cands = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]])
+    sasrec, cold, imputed = scorer.sasrec_side(histories, cands)
+    users = SASRecScorer(encoder.sasrec).user_vectors(histories)
+    table = encoder.stage1.imputed_table().numpy()
+    np.testing.assert_array_equal(cold, cands % 3 == 0)
+    assert imputed is not None
+    np.testing.assert_allclose(imputed, np.einsum("bd,bcd->bc", users, table[cands]), rtol=1e-5)
+    np.testing.assert_allclose(sasrec, SASRecScorer(encoder.sasrec).score(histories, cands))
+    raw = scorer.raw(histories, cands, prior=False)
+    llm = llm_scores(np.stack([r.sums for r in raw]), np.stack([r.counts for r in raw]), None, "sum")
+    np.testing.assert_allclose(scorer.score(histories, cands), blend(llm, sasrec, scoring, cold, imputed))
+    rows = calibration_table(data, scorer, np.arange(data.n_users))
+    assert len(rows) == len(SCORE_MODES) * len(BLEND_WEIGHTS) * (1 + len(COLD_OFFSETS)) + 1
+    offsets = {r["scoring"]["cold_offset"] for r in rows if r["scoring"] is not None}
+    assert offsets == {None, *COLD_OFFSETS}
 
 
 def test_calibrate_updates_a_checkpoint_in_place(data, trained, tmp_path, monkeypatch) -> None:

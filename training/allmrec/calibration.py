@@ -27,6 +27,9 @@ from training.evaluation.metrics import compute_metrics, rank_targets
 log = logging.getLogger(__name__)
 
 BLEND_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(20))  # 0 … 0.95: the LLM always has a say
+# cold candidates' text-imputed SASRec score is shifted by these many within-row spreads (tried when the
+# validation candidates hold cold items; None, the neutral score, is always a choice)
+COLD_OFFSETS = tuple(round(-0.5 * i, 1) for i in range(9))  # 0 … -4
 
 
 def weight_grid(
@@ -51,14 +54,20 @@ def _metrics(scores: np.ndarray) -> dict[str, float]:
     return {k: round(found[k], 6) for k in ("hr@1", "ndcg@10", "hr@10")}
 
 
-def _mode_rows(llm: np.ndarray, mode: str, sasrec: np.ndarray, cold: np.ndarray) -> list[dict[str, Any]]:
-    """The grid of SASRec weights for one score mode (`llm`: the LLM's scores in that mode)."""
+def _mode_rows(
+    llm: np.ndarray, mode: str, sasrec: np.ndarray, cold: np.ndarray, imputed: np.ndarray | None
+) -> list[dict[str, Any]]:
+    """The grid of SASRec weights for one score mode (`llm`: the LLM's scores in that mode), for each way of
+    scoring cold candidates on SASRec's side when some are cold (neutral, or text-imputed + each offset)."""
     scales = row_spread(llm), row_spread(sasrec)
-    return weight_grid(
-        "scoring",
-        lambda w: ALLMRecScoring(mode, w, *scales),
-        lambda scoring: _metrics(blend(llm, sasrec, scoring, cold)),
-    )
+    rows = []
+    for offset in (None, *COLD_OFFSETS) if imputed is not None else (None,):
+        rows += weight_grid(
+            "scoring",
+            lambda w, o=offset: ALLMRecScoring(mode, w, *scales, cold_offset=o),
+            lambda scoring: _metrics(blend(llm, sasrec, scoring, cold, imputed)),
+        )
+    return rows
 
 
 def calibration_table(
@@ -70,11 +79,10 @@ def calibration_table(
     raw = scorer.raw(histories, candidates, prior=True)
     sums, counts = np.stack([r.sums for r in raw]), np.stack([r.counts for r in raw])
     prior = np.stack([r.prior for r in raw if r.prior is not None])
-    sasrec = scorer.sasrec.score(histories, candidates)
-    cold = scorer.encoder.stage1.cold.cpu().numpy()[candidates]  # (U, C): neutral SASRec for these
+    sasrec, cold, imputed = scorer.sasrec_side(histories, candidates)
     rows = []
     for mode in SCORE_MODES:
-        rows += _mode_rows(llm_scores(sums, counts, prior, mode), mode, sasrec, cold)
+        rows += _mode_rows(llm_scores(sums, counts, prior, mode), mode, sasrec, cold, imputed)
     rows.append({"scoring": None, "sasrec": True, **_metrics(sasrec)})
     return rows
 

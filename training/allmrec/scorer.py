@@ -61,6 +61,7 @@ class ALLMRecScorer:
         self.scoring, self.progress = scoring or ALLMRecScoring(), progress
         self.sasrec = SASRecScorer(encoder.sasrec)
         self._cache: dict[tuple[tuple[int, ...], tuple[int, ...]], RawScores] = {}
+        self._imputed: np.ndarray | None = None  # stage 1's text-predicted CF table, once needed
         self.generated = 0
         self.no_match = 0
 
@@ -92,9 +93,26 @@ class ALLMRecScorer:
         sums, counts = np.stack([r.sums for r in raw]), np.stack([r.counts for r in raw])
         prior = np.stack([r.prior for r in raw]) if scoring.needs_prior else None  # type: ignore[misc]
         llm = llm_scores(sums, counts, prior, scoring.mode)
-        sasrec = self.sasrec.score(list(histories), candidates) if scoring.needs_sasrec else None
-        cold = self.encoder.stage1.cold.cpu().numpy()[np.asarray(candidates, dtype=np.int64)]  # (B, C)
-        return blend(llm, sasrec, scoring, cold)
+        if not scoring.needs_sasrec:
+            return blend(llm, None, scoring)
+        sasrec, cold, imputed = self.sasrec_side(histories, candidates)
+        return blend(llm, sasrec, scoring, cold, imputed)
+
+    def sasrec_side(
+        self, histories: Sequence[np.ndarray], candidates: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """What a blend reads from SASRec, each (B, C): its scores of the candidates, which of them are cold,
+        and (None when none is) its user vector against stage 1's text-predicted embedding of each."""
+        candidates = np.asarray(candidates, dtype=np.int64)
+        sasrec = self.sasrec.score(list(histories), candidates)
+        stage1 = self.encoder.stage1
+        cold = stage1.cold.cpu().numpy()[candidates]
+        if not cold.any():
+            return sasrec, cold, None
+        if self._imputed is None:
+            self._imputed = stage1.imputed_table().float().cpu().numpy()  # (n + 1, d_cf)
+        users = self.sasrec.user_vectors(list(histories))  # (B, d_cf)
+        return sasrec, cold, np.einsum("bd,bcd->bc", users, self._imputed[candidates])
 
     def raw(self, histories: Sequence[np.ndarray], candidates: np.ndarray, prior: bool) -> list[RawScores]:
         """Per row, the log-likelihood sums and counts (and prior sums when `prior`), column order. The
