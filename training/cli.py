@@ -180,7 +180,7 @@ def _register_train_allmrec() -> None:
     def run_calibrate(config: CalibrateConfig, data: Path, stage2: Path) -> None:
         try:
             record = calibrate_checkpoint(
-                stage2, _load_data(data), config.users, config.device, config.batch_size
+                stage2, _load_data(data), config.users, config.device, config.batch_size, config.cold
             )
         except LLMRecError as err:
             raise fail(err) from None

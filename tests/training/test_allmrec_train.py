@@ -18,7 +18,13 @@ from models.allmrec_encoder import prompt_order
 from models.allmrec_scoring import SCORE_MODES, ALLMRecScoring, blend, llm_scores
 from tests.models.tiny_llm import one_torch_thread, tiny_llm
 from training.allmrec import checkpoint, text_encoder
-from training.allmrec.calibration import BLEND_WEIGHTS, COLD_OFFSETS, calibrate_checkpoint, calibration_table
+from training.allmrec.calibration import (
+    BLEND_WEIGHTS,
+    COLD_OFFSETS,
+    best_scoring,
+    calibrate_checkpoint,
+    calibration_table,
+)
 from training.allmrec.checkpoint import load_allmrec_encoder, load_stage1, load_stage2
 from training.allmrec.cold import make_cold_split
 from training.allmrec.config import Stage1TrainConfig, Stage2TrainConfig
@@ -214,6 +220,15 @@ def test_cold_candidates_take_their_text_predicted_score_and_calibration_tries_o
     assert len(rows) == len(SCORE_MODES) * len(BLEND_WEIGHTS) * (1 + len(COLD_OFFSETS)) + 1
     offsets = {r["scoring"]["cold_offset"] for r in rows if r["scoring"] is not None}
     assert offsets == {None, *COLD_OFFSETS}
+    # --cold fixes the cold rule and leaves the rest to validation; a bad value names the allowed ones
+    assert best_scoring(rows, cold="-3")["scoring"]["cold_offset"] == -3.0
+    assert best_scoring(rows, cold="neutral")["scoring"]["cold_offset"] is None
+    assert best_scoring(rows)["hr@1"] >= best_scoring(rows, cold="-3")["hr@1"]
+    with pytest.raises(ConfigError, match="one of the offsets"):
+        best_scoring(rows, cold="-3.3")
+    warm_rows = [r for r in rows if r["scoring"] is None or r["scoring"]["cold_offset"] is None]
+    with pytest.raises(ConfigError, match="no calibration row"):
+        best_scoring(warm_rows, cold="-1")
 
 
 def test_calibrate_updates_a_checkpoint_in_place(data, trained, tmp_path, monkeypatch) -> None:

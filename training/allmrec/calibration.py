@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 BLEND_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(20))  # 0 … 0.95: the LLM always has a say
 # cold candidates' text-imputed SASRec score is shifted by these many within-row spreads (tried when the
 # validation candidates hold cold items; None, the neutral score, is always a choice)
-COLD_OFFSETS = tuple(round(-0.5 * i, 1) for i in range(9))  # 0 … -4
+COLD_OFFSETS = (0.0, *(-0.5 * i for i in range(1, 9)))  # 0 … -4
 
 
 def weight_grid(
@@ -87,22 +87,49 @@ def calibration_table(
     return rows
 
 
-def best_scoring(table: list[dict[str, Any]], llm_only: bool = False) -> dict[str, Any]:
-    """The best row by Hit@1, then NDCG@10, then the smaller SASRec weight (`llm_only`: weight 0 only)."""
+def parse_cold(cold: str) -> str | float:
+    """--cold: 'auto' (chosen on validation), 'neutral', or one of COLD_OFFSETS; ConfigError otherwise."""
+    if cold in ("auto", "neutral"):
+        return cold
+    try:
+        offset = float(cold)
+    except ValueError:
+        offset = float("nan")
+    if offset not in COLD_OFFSETS:
+        allowed = ", ".join(f"{o:g}" for o in COLD_OFFSETS)
+        raise ConfigError(f"--cold must be auto, neutral or one of the offsets {allowed}; got {cold!r}")
+    return offset
+
+
+def best_scoring(table: list[dict[str, Any]], llm_only: bool = False, cold: str = "auto") -> dict[str, Any]:
+    """The best row by Hit@1, then NDCG@10, then the smaller SASRec weight (`llm_only`: weight 0 only;
+    `cold`: 'auto', or only the rows that score cold candidates that way: 'neutral' or an offset)."""
     rows = [r for r in table if r["scoring"] is not None]
     if llm_only:
         rows = [r for r in rows if r["scoring"]["sasrec_weight"] == 0]
+    fixed = parse_cold(cold)
+    if fixed != "auto":
+        offset = None if fixed == "neutral" else fixed
+        rows = [r for r in rows if r["scoring"].get("cold_offset") == offset]
+        if not rows:
+            raise ConfigError(
+                f"--cold {cold}: no calibration row scores cold candidates that way (offsets are tried only "
+                "when the validation candidates hold cold items)"
+            )
     if not rows:
         raise ConfigError("the calibration table has no A-LLMRec rows")
     return best_row(rows, "scoring", "sasrec_weight", ("hr@1", "ndcg@10"))
 
 
-def calibrate(data: PreparedData, scorer: ALLMRecScorer, max_users: int, seed: int = 0) -> dict[str, Any]:
+def calibrate(
+    data: PreparedData, scorer: ALLMRecScorer, max_users: int, seed: int = 0, cold: str = "auto"
+) -> dict[str, Any]:
     """Fit on a seeded subset of validation users → the record a stage-2 config keeps as `calibration`
-    (its `scoring` is the chosen one)."""
+    (its `scoring` is the chosen one; `cold` fixes how cold candidates are scored, see best_scoring)."""
+    parse_cold(cold)  # a bad value fails before any LLM work
     users = select_users(data.n_users, max_users, seed)
     table = calibration_table(data, scorer, users, seed)
-    best, llm_only = best_scoring(table), best_scoring(table, llm_only=True)
+    best, llm_only = best_scoring(table, cold=cold), best_scoring(table, llm_only=True)
     sasrec = next(r for r in table if r.get("sasrec"))
     log.info(
         "A-LLMRec scoring on %d validation users: best %s (Hit@1 %.4f), LLM alone %s (%.4f), SASRec %.4f",
@@ -122,16 +149,24 @@ def calibrate(data: PreparedData, scorer: ALLMRecScorer, max_users: int, seed: i
         "protocol": "1+19",
         "split": "valid",
         "seed": seed,
+        "cold": cold,
     }
 
 
 def calibrate_checkpoint(
-    stage2_dir: Path, data: PreparedData, max_users: int, device: str = "cpu", batch_size: int = 4
+    stage2_dir: Path,
+    data: PreparedData,
+    max_users: int,
+    device: str = "cpu",
+    batch_size: int = 4,
+    cold: str = "auto",
 ) -> dict[str, Any]:
     """Calibrate a stage-2 checkpoint in place: its config.json gains `scoring` and `calibration`."""
+    parse_cold(cold)
     encoder, config = load_allmrec_encoder(Path(stage2_dir), data, resolve_device(device))
     scorer = ALLMRecScorer(encoder, "likelihood", batch_size, progress=True)
-    record = calibrate(data, scorer, max_users, int(config.get("train", {}).get("eval_seed", 0)))
+    seed = int(config.get("train", {}).get("eval_seed", 0))
+    record = calibrate(data, scorer, max_users, seed, cold)
     write_calibration(Path(stage2_dir), config, record)
     return record
 

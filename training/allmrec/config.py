@@ -106,6 +106,11 @@ class GenreTrainConfig(LLMRunConfig):
 class CalibrateConfig(DeviceConfig):
     users: int = flag(300, "Validation users (a seeded subset) to choose the candidate scoring on.")
     batch_size: int = flag(4, "Prompts per forward.")
+    cold: str = flag(
+        "auto",
+        "Cold candidates' SASRec side: auto = chosen on validation, neutral, or a fixed offset (0 … -4, "
+        "steps of 0.5) for their text-predicted score.",
+    )
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.batch_size < 1:
