@@ -156,11 +156,16 @@ def _llm_parts(
     user = stage(USER_VECTORS, user_vectors_fn(backend))
     allmrec = None
     if bundle.allmrec is not None:
+        part = bundle.allmrec
+        # stage 1's text-predicted CF table: read only when the scoring scores cold candidates from text
+        imputed = (
+            None if part.scoring.cold_offset is None else part.stage1.imputed_table().double().cpu().numpy()
+        )
         allmrec = ALLMRecReranker(
             stage(CANDIDATE_SCORES, candidate_scores_fn(backend)),
             _rerank_config(bundle, settings),
-            text_emb=bundle.allmrec.stage1.text_emb,
-            imputed=bundle.allmrec.stage1.imputed_table().double().cpu().numpy(),
+            text_emb=part.stage1.text_emb,
+            imputed=imputed,
         )
     genre = stage(GENRE_ANSWERS, genre_answers_fn(backend)) if bundle.genre is not None else None
     return LLMParts(user, allmrec, genre)
