@@ -17,7 +17,8 @@ from tests.models.tiny_llm import one_torch_thread, tiny_llm
 from tests.training.test_llmsrec_train import N_ITEMS, patch_loaders, toy_data, toy_teacher
 from training.common.errors import CheckpointError, ConfigError
 from training.data.dataset import PreparedData
-from training.llmsrec.cache import item_hidden_states, prefix_examples, user_hidden_states
+from training.llmsrec.cache import item_hidden_states, prefix_ranks, user_hidden_states
+from training.llmsrec.cached import build_cache
 from training.llmsrec.checkpoint import load_llmsrec
 from training.llmsrec.config import LLMSRecTrainConfig
 from training.llmsrec.heads import catalogue_loss, catalogue_mask, score_distill_loss
@@ -69,24 +70,23 @@ def make_encoder(data, teacher, template: str = "paper") -> LLMSRecEncoder:
     return build_encoder(llm, heads, data, prompt)
 
 
-def test_prefixes_walk_back_from_the_end_of_the_train_split(data) -> None:
-    examples = prefix_examples(data, per_user=3, stride=2, max_users=0, seed=0)
-    by_user = {}
+def test_prefixes_walk_back_from_the_end_of_the_train_split_rank_by_rank(data) -> None:
+    ranks = prefix_ranks(data, per_user=3, stride=2, max_users=0, seed=0)
+    expected: list[list[tuple[list[int], int, frozenset[int]]]] = [[], [], []]
     for seq in data.sequences:
         train = seq[:-2]
-        expected = [j for j in range(len(train) - 1, 0, -2)][:3]
-        by_user[tuple(train.tolist())] = expected
-    it = iter(examples)
-    for seq, ts in zip(data.sequences, data.timestamps, strict=True):
-        train = seq[:-2]
-        for j in by_user[tuple(train.tolist())]:
-            ex = next(it)
-            assert ex.history.tolist() == train[:j].tolist() and ex.target == train[j]
-            assert ex.seen == frozenset(train.tolist())  # valid / test items never appear
-            assert (ex.timestamps is None) == (ts is None)
-    assert next(it, None) is None
+        for rank, j in enumerate(range(len(train) - 1, 0, -2)[:3]):
+            # the whole train split is `seen`; valid / test items never appear
+            expected[rank].append((train[:j].tolist(), int(train[j]), frozenset(train.tolist())))
+    found = [[(e.history.tolist(), e.target, e.seen) for e in rank] for rank in ranks]
+    assert found == [r for r in expected if r]
+    # more ranks extend the fewer ones: the cache of a 1-prefix run is rank 0 of a 3-prefix run
+    first = prefix_ranks(data, per_user=1, stride=2, max_users=0, seed=0)
+    assert [(e.history.tolist(), e.target) for e in first[0]] == [
+        (e.history.tolist(), e.target) for e in ranks[0]
+    ]
     with pytest.raises(ConfigError, match="prefixes-per-user"):
-        prefix_examples(data, per_user=0, stride=1, max_users=0, seed=0)
+        prefix_ranks(data, per_user=0, stride=1, max_users=0, seed=0)
 
 
 def test_catalogue_negatives_never_include_the_users_own_items() -> None:
@@ -160,6 +160,30 @@ def test_cached_states_are_the_serving_paths_states(data, teacher, template, tmp
     with torch.no_grad():
         table = enc.heads.item_vector(items[1:]).numpy()
     np.testing.assert_allclose(table, compute_item_table(enc, N_ITEMS, 64, False)[1:], atol=1e-5)
+
+
+def test_more_prefixes_per_user_compute_only_the_new_ranks(data, teacher, tmp_path) -> None:
+    """The training-prefix cache is kept per prefix rank: a 3-prefix run after a 2-prefix run runs the LLM
+    on rank 2's prompts only, and its states for ranks 0-1 are the ones the first run stored."""
+    enc = make_encoder(data, teacher, "short")
+    computed: list[int] = []
+    user_hidden = enc.user_hidden
+
+    def counting(histories, timestamps=None):
+        computed.append(len(histories))
+        return user_hidden(histories, timestamps)
+
+    enc.user_hidden = counting  # type: ignore[method-assign]
+    first = build_cache(enc, teacher, data, cached_config(prefixes_per_user=2), tmp_path)
+    ranks = prefix_ranks(data, per_user=3, stride=1, max_users=0, seed=0)
+    assert sum(computed) == len(ranks[0]) + len(ranks[1]) + len(first.valid.users)
+    computed.clear()
+    more = build_cache(enc, teacher, data, cached_config(prefixes_per_user=3), tmp_path)
+    assert sum(computed) == len(ranks[2])  # the validation prompts are read back too
+    n = len(first.targets)
+    torch.testing.assert_close(more.users[:n], first.users, rtol=0, atol=0)
+    assert more.targets.tolist() == [e.target for rank in ranks for e in rank]
+    assert more.teacher is not None and len(more.teacher) == len(more.targets)
 
 
 def test_short_template_drops_dates_and_numbers_and_is_shorter(data, teacher) -> None:

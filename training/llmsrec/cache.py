@@ -28,25 +28,27 @@ log = logging.getLogger(__name__)
 CHUNK = 256  # prompts per file on disk (a resumed run redoes at most one chunk)
 
 
-def prefix_examples(
+def prefix_ranks(
     data: PreparedData, per_user: int, stride: int, max_users: int, seed: int
-) -> list[Example]:
-    """Up to `per_user` examples per user from the train split s[:-2]: targets at its last position,
-    then every `stride`-th position before it, each with the items before it as history. A user's
-    whole train sequence is `seen` (never a negative)."""
+) -> list[list[Example]]:
+    """Training prefixes grouped by rank: rank r holds, for every user with enough items, the example whose
+    target sits r * stride positions before the end of the train split s[:-2] (rank 0 = its last position),
+    with the items before it as history. A user's whole train sequence is `seen` (never a negative).
+    Ranks are the unit of the cache: a run with more prefixes per user reuses the ranks an earlier run
+    computed."""
     if per_user < 1 or stride < 1:
         raise ConfigError(f"--prefixes-per-user ({per_user}) and --prefix-stride ({stride}) must be >= 1")
-    examples = []
+    ranks: list[list[Example]] = [[] for _ in range(per_user)]
     for u in seeded_subset(np.arange(data.n_users), max_users, seed):
         train = np.asarray(data.sequences[u][:-2])
         ts = data.timestamps[u]
         seen = frozenset(int(i) for i in train)
-        for j in range(len(train) - 1, 0, -stride)[:per_user]:
+        for rank, j in enumerate(range(len(train) - 1, 0, -stride)[:per_user]):
             stamps = None if ts is None else np.asarray(ts[:j])
-            examples.append(Example(train[:j], stamps, int(train[j]), seen))
-    if not examples:
+            ranks[rank].append(Example(train[:j], stamps, int(train[j]), seen))
+    if not ranks[0]:
         raise ConfigError(f"dataset {data.name!r}: no user has a train sequence of 2+ items")
-    return examples
+    return [r for r in ranks if r]
 
 
 def input_signature(

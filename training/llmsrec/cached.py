@@ -10,6 +10,7 @@ weight chosen on validation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -25,12 +26,12 @@ from training.data.dataset import PreparedData
 from training.llmsrec.cache import (
     input_signature,
     item_hidden_states,
-    prefix_examples,
+    prefix_ranks,
     user_hidden_states,
 )
 from training.llmsrec.checkpoint import checkpoint_config, save_llmsrec
 from training.llmsrec.config import LLMSRecTrainConfig
-from training.llmsrec.examples import sample_negatives, training_examples
+from training.llmsrec.examples import Example, sample_negatives, training_examples
 from training.llmsrec.heads import HeadTraining, HiddenCache, item_table, train_heads, valid_scores
 from training.llmsrec.hybrid import ValidationSet, fit_hybrid, sasrec_valid_scores
 from training.llmsrec.step import train_step
@@ -75,9 +76,7 @@ def build_cache(
 ) -> HiddenCache:
     """Hidden states of items, training prefixes and validation prompts (chunks on disk under cache_dir,
     keyed by everything that fixes them, so a rerun or a resumed run reuses them)."""
-    examples = prefix_examples(
-        data, config.prefixes_per_user, config.prefix_stride, config.max_users, config.seed
-    )
+    ranks = prefix_ranks(data, config.prefixes_per_user, config.prefix_stride, config.max_users, config.seed)
     valid = ValidationSet.load(data, config.eval_max_users, config.eval_seed)
     keys = {"dataset": data.name, "n_items": data.n_items, "dtype": config.dtype}
     # item prompts do not depend on the user template or history length: one item cache serves both
@@ -92,17 +91,8 @@ def build_cache(
         "items",
         lambda: item_hidden_states(encoder, data.n_items, item_dir, config.item_batch_size, show),
     )
-    prefix_dir = folder / (
-        f"prefixes-{config.prefixes_per_user}x{config.prefix_stride}-users{config.max_users}-seed{config.seed}"
-    )
-    prefix_dir.mkdir(exist_ok=True)
-    histories = [e.history for e in examples]
-    stamps = [e.timestamps for e in examples]
-    users, train_s = _timed(
-        prefix_dir,
-        "train",
-        lambda: user_hidden_states(encoder, "train", histories, stamps, prefix_dir, size, show),
-    )
+    examples = [e for rank in ranks for e in rank]
+    users, train_s = _prefix_hidden_states(encoder, ranks, folder, config)
     valid_dir = folder / f"valid-{config.eval_max_users}-seed{config.eval_seed}"
     valid_dir.mkdir(exist_ok=True)
     valid_users, valid_s = _timed(
@@ -117,11 +107,40 @@ def build_cache(
         users=users,
         targets=torch.tensor([e.target for e in examples], dtype=torch.long),
         seen=[e.seen for e in examples],
-        teacher=None if teacher is None else torch.from_numpy(SASRecScorer(teacher).user_vectors(histories)),
+        teacher=None
+        if teacher is None
+        else torch.from_numpy(SASRecScorer(teacher).user_vectors([e.history for e in examples])),
         valid_users=valid_users,
         valid=valid,
         build_s=item_s + train_s + valid_s,
     )
+
+
+def _prefix_hidden_states(
+    encoder: LLMSRecEncoder, ranks: list[list[Example]], folder: Path, config: LLMSRecTrainConfig
+) -> tuple[torch.Tensor, float]:
+    """(N, H) the training prefixes' states, rank by rank; each rank's chunks live in their own folder
+    (keyed by rank, stride, users and seed, not by the number of ranks), so more prefixes per user add
+    to an existing cache instead of recomputing it. Returns the rows and the ranks' total build seconds."""
+    rows, seconds = [], 0.0
+    for rank, examples in enumerate(ranks):
+        name = f"prefix-rank{rank:02d}-stride{config.prefix_stride}-users{config.max_users}-seed{config.seed}"
+        rank_dir = folder / name
+        rank_dir.mkdir(exist_ok=True)
+        compute = functools.partial(
+            user_hidden_states,
+            encoder,
+            "train",
+            [e.history for e in examples],
+            [e.timestamps for e in examples],
+            rank_dir,
+            config.cache_batch_size,
+            config.progress,
+        )
+        part, spent = _timed(rank_dir, "train", compute)
+        rows.append(part)
+        seconds += spent
+    return torch.cat(rows), seconds
 
 
 def _timed(folder: Path, name: str, compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:

@@ -41,7 +41,11 @@ class LLMSRecTrainConfig(LLMRunConfig):
     item_batch_size: int = flag(64, "Item prompts per forward when building the item table.")
     user_batch_size: int = flag(16, "User prompts per forward at evaluation.")
     # --- the cached recipe only ---
-    prefixes_per_user: int = flag(4, "cached: training prefixes per user (last position, then stride).")
+    prefixes_per_user: int = flag(
+        4,
+        "cached: training prefixes per user (last position, then stride); cached per prefix rank, so a "
+        "later run with more computes only the new ranks.",
+    )
     prefix_stride: int = flag(1, "cached: positions between a user's successive training prefixes.")
     e2e_steps: int = flag(0, "cached: steps of end-to-end training before the input side is frozen.")
     head_epochs: int = flag(200, "cached: maximum epochs of head training on the cache.")
