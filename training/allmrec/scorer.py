@@ -104,14 +104,16 @@ class ALLMRecScorer:
         """What a blend reads from SASRec, each (B, C): its scores of the candidates, which of them are cold,
         and (None when none is) its user vector against stage 1's text-predicted embedding of each."""
         candidates = np.asarray(candidates, dtype=np.int64)
-        sasrec = self.sasrec.score(list(histories), candidates)
         stage1 = self.encoder.stage1
         cold = stage1.cold.cpu().numpy()[candidates]
         if not cold.any():
-            return sasrec, cold, None
+            return self.sasrec.score(list(histories), candidates), cold, None
         if self._imputed is None:
             self._imputed = stage1.imputed_table().float().cpu().numpy()  # (n + 1, d_cf)
+        # one SASRec forward: its scores are its user vector against its own item table
         users = self.sasrec.user_vectors(list(histories))  # (B, d_cf)
+        table = self.sasrec.model.item_embeddings().detach().float().cpu().numpy()
+        sasrec = np.einsum("bd,bcd->bc", users, table[candidates]).astype(np.float32)
         return sasrec, cold, np.einsum("bd,bcd->bc", users, self._imputed[candidates])
 
     def raw(self, histories: Sequence[np.ndarray], candidates: np.ndarray, prior: bool) -> list[RawScores]:
