@@ -34,8 +34,6 @@ from training.llmsrec.scorer import LLMSRecScorer, load_llmsrec_scorer
 from training.sasrec.checkpoint import load_sasrec
 from training.sasrec.scorer import SASRecScorer
 
-log = logging.getLogger("llmsrec_levers")
-
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
