@@ -132,7 +132,11 @@ class SASRec(nn.Module):
 
     def score(self, seqs: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """seqs (B, T), item_ids (B, C) → (B, C) dot products of user vector and candidate embeddings."""
-        users = self.user_vector(seqs)  # (B, D)
+        return self.score_users(self.user_vector(seqs), item_ids)
+
+    def score_users(self, users: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """users (B, D) (from `user_vector`), item_ids (B, C) → (B, C) dot products with the candidates'
+        embeddings."""
         return torch.einsum("bcd,bd->bc", self.item_emb(item_ids), users)  # (B, C)
 
 

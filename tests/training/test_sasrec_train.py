@@ -109,6 +109,11 @@ def test_scorer_truncates_long_histories_and_matches_the_model() -> None:
         rtol=1e-5,
         atol=1e-5,
     )
+    # one forward for both: exactly score's scores and user_vectors' vectors (per-row or shared lists)
+    for shared in (candidates, full):
+        both, users = scorer.score_with_users([long, short], shared)
+        np.testing.assert_array_equal(both, scorer.score([long, short], shared))
+        np.testing.assert_array_equal(users, vectors)
 
 
 def test_checkpoint_round_trip_gives_identical_scores(tmp_path) -> None:

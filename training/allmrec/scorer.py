@@ -110,10 +110,7 @@ class ALLMRecScorer:
             return self.sasrec.score(list(histories), candidates), cold, None
         if self._imputed is None:
             self._imputed = stage1.imputed_table().float().cpu().numpy()  # (n + 1, d_cf)
-        # one SASRec forward: its scores are its user vector against its own item table
-        users = self.sasrec.user_vectors(list(histories))  # (B, d_cf)
-        table = self.sasrec.model.item_embeddings().detach().float().cpu().numpy()
-        sasrec = np.einsum("bd,bcd->bc", users, table[candidates]).astype(np.float32)
+        sasrec, users = self.sasrec.score_with_users(list(histories), candidates)  # one SASRec forward
         return sasrec, cold, np.einsum("bd,bcd->bc", users, self._imputed[candidates])
 
     def raw(self, histories: Sequence[np.ndarray], candidates: np.ndarray, prior: bool) -> list[RawScores]:

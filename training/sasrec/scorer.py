@@ -41,7 +41,6 @@ class SASRecScorer:
     def _seqs(self, histories: list[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(pad_histories(histories, self.model.config.max_len)).to(self.device)
 
-    @torch.inference_mode()
     def score(
         self,
         histories: list[np.ndarray],
@@ -49,23 +48,32 @@ class SASRecScorer:
         timestamps: list[np.ndarray | None] | None = None,
     ) -> np.ndarray:
         """(B, C) float32 scores of candidate ids (B, C) given each user's history."""
+        return self.score_with_users(histories, candidates)[0]
+
+    @torch.inference_mode()
+    def score_with_users(
+        self, histories: list[np.ndarray], candidates: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`score`'s (B, C) scores and `user_vectors`' (B, D) vectors from one forward."""
         candidates = np.asarray(candidates, dtype=np.int64)
         if candidates.shape[0] != len(histories):
             raise ValueError(f"{len(histories)} histories but candidates of shape {candidates.shape}")
         out = np.empty(candidates.shape, dtype=np.float32)
+        users = np.empty((len(histories), self.model.config.hidden), dtype=np.float32)
         for b in self._batches(len(histories)):
-            seqs = self._seqs(histories[b : b + self.batch_size])
+            user = self.model.user_vector(self._seqs(histories[b : b + self.batch_size]))  # (b, D)
             items = torch.from_numpy(candidates[b : b + self.batch_size]).to(self.device)
-            out[b : b + self.batch_size] = self._score(seqs, items).float().cpu().numpy()
-        return out
+            out[b : b + self.batch_size] = self._score(user, items).float().cpu().numpy()
+            users[b : b + self.batch_size] = user.float().cpu().numpy()
+        return out, users
 
-    def _score(self, seqs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def _score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if bool(
             (items == items[:1]).all()
         ):  # one shared list (full catalogue): a matmul, no (B, C, D) gather
             table = self.model.item_embeddings()[items[0]]  # (C, D)
-            return self.model.user_vector(seqs) @ table.T  # (B, C)
-        return self.model.score(seqs, items)
+            return users @ table.T  # (B, C)
+        return self.model.score_users(users, items)
 
     @torch.inference_mode()
     def user_vectors(
