@@ -87,10 +87,10 @@ class HiddenStates:
         self.data, self.test, self.overlap = data, test, overlap
         self.found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def get(self, folder: Path) -> tuple[LLMSRecScorer, torch.Tensor, torch.Tensor]:
+    def get(self, folder: Path, llm: Any) -> tuple[LLMSRecScorer, torch.Tensor, torch.Tensor]:
+        """The checkpoint's scorer and the states for its input side; `llm`: its config's LLM record."""
         scorer = load_llmsrec_scorer(folder, self.data)
         enc = scorer.encoder
-        llm = json.loads((folder / "config.json").read_text())["llm"]
         key = input_signature(enc, json.dumps(llm, sort_keys=True), {"prompt": repr(enc.prompt)})
         if key not in self.found:
             o_hist, o_stamps = self.overlap[1], self.overlap[2]
@@ -104,7 +104,7 @@ class HiddenStates:
 @torch.no_grad()
 def measure(folder: Path, states: HiddenStates, sas: SASRecScorer) -> dict[str, Any]:
     config = json.loads((folder / "config.json").read_text())
-    scorer, test_hidden, overlap_hidden = states.get(folder)
+    scorer, test_hidden, overlap_hidden = states.get(folder, config["llm"])
     heads, test = scorer.encoder.heads, states.test
     users = heads.user_vector(test_hidden).float().numpy()
     llm = np.einsum("ud,ucd->uc", users, scorer.item_table[test["candidates"]])
