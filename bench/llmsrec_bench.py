@@ -61,7 +61,9 @@ def parse_args() -> argparse.Namespace:
         "--dtype", default="float32", help="float32 on CPU (bf16 is ~3x slower without AVX512-bf16)."
     )
     p.add_argument("--template", default="short", choices=["paper", "short"], help="User prompt template.")
-    p.add_argument("--prefixes", type=int, default=4, help="cached recipe: prefixes per user.")
+    p.add_argument(
+        "--prefixes", type=int, default=16, help="cached recipe: prefixes per user (16: best measured)."
+    )
     p.add_argument("--paper-epochs", type=int, default=2, help="paper recipe: epochs (2 = official budget).")
     p.add_argument("--max-users", type=int, default=0, help="Training users (0 = all).")
     p.add_argument("--eval-users", type=int, default=10_000, help="Test users (seeded subset when fewer).")

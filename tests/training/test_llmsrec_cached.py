@@ -20,7 +20,7 @@ from training.data.dataset import PreparedData
 from training.llmsrec.cache import item_hidden_states, prefix_ranks, user_hidden_states
 from training.llmsrec.cached import build_cache
 from training.llmsrec.checkpoint import load_llmsrec
-from training.llmsrec.config import LLMSRecTrainConfig
+from training.llmsrec.config import LLMSRecTrainConfig, check_config
 from training.llmsrec.heads import catalogue_loss, catalogue_mask, score_distill_loss
 from training.llmsrec.hybrid import ValidationSet, fit_hybrid
 from training.llmsrec.item_table import compute_item_table
@@ -87,6 +87,15 @@ def test_prefixes_walk_back_from_the_end_of_the_train_split_rank_by_rank(data) -
     ]
     with pytest.raises(ConfigError, match="prefixes-per-user"):
         prefix_ranks(data, per_user=0, stride=1, max_users=0, seed=0)
+
+
+def test_score_distillation_is_on_by_default_and_off_for_llm_only() -> None:
+    assert cached_config().score_distill_weight() == 1.0  # ours, the measured best: the default
+    assert cached_config(w_score_distill=0.5).score_distill_weight() == 0.5
+    assert cached_config(variant="llm-only").score_distill_weight() == 0.0  # learns without SASRec
+    check_config(cached_config(variant="llm-only"))  # the default weight is no error for llm-only
+    with pytest.raises(ConfigError, match="w-score-distill"):
+        check_config(cached_config(w_score_distill=-1.0))
 
 
 def test_catalogue_negatives_never_include_the_users_own_items() -> None:

@@ -163,7 +163,7 @@ def head_training(config: LLMSRecTrainConfig) -> HeadTraining:
         patience=config.head_patience,
         input_dropout=config.input_dropout,
         weight_decay=config.weight_decay,
-        score_distill=config.w_score_distill,
+        score_distill=config.score_distill_weight(),
         temperature=config.score_distill_temperature,
         seed=config.seed,
         progress=config.progress,
