@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from llmrec.cli import build_cli
-from tests.training.test_export import write_processed, write_sasrec
+from tests.training.test_export import toy_processed, write_sasrec
 from training.data.dataset import load_prepared
 from training.evaluation.protocol import evaluate
 from training.scorers import load_scorer
@@ -70,7 +70,7 @@ def test_missing_source_names_the_file(tmp_path: Path) -> None:
 
 
 def test_bad_config_value_is_refused_by_name(tmp_path: Path) -> None:
-    data = write_processed(tmp_path / "data")
+    data = toy_processed(tmp_path / "data")
     code, out = invoke("train", "sasrec", "--data", str(data), "--out", str(tmp_path / "m"), "--epochs", "0")
     assert code == 2 and "epochs" in out and "Traceback" not in out
 
@@ -127,7 +127,7 @@ def test_eval_refuses_an_unknown_protocol(tmp_path: Path) -> None:
 
 
 def test_export_bundle_and_verify_name_a_corrupted_file(tmp_path: Path) -> None:
-    data = write_processed(tmp_path / "data")
+    data = toy_processed(tmp_path / "data")
     write_sasrec(tmp_path / "sasrec")
     bundle = tmp_path / "bundle"
     code, out = invoke(

@@ -7,7 +7,6 @@ one short epoch each). Used by the tests and the benches; seconds on a CPU, noth
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +23,8 @@ from training.allmrec.stage2 import train_stage2
 from training.allmrec.text_encoder import load_text_embeddings
 from training.common.llm import load_llm, write_tiny_llama
 from training.data.dataset import load_prepared
+from training.data.readers import RawItem
+from training.data.writer import UserSequence, write_processed
 from training.export import export_bundle
 from training.llmsrec.checkpoint import checkpoint_config, save_llmsrec
 from training.llmsrec.item_table import compute_item_table
@@ -47,47 +48,19 @@ def item_genres(item_id: int) -> list[str]:
 
 
 def write_dataset(root: Path) -> Path:
-    """A processed dataset directory in the format of `llmrec data prepare`."""
+    """A processed dataset directory, written by `llmrec data prepare`'s own writer."""
     rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    items = [
-        {
-            "item_id": i,
-            "original_id": f"m{i}",
-            "title": f'Film "{i}" part {i % 7}',
-            "year": 1980 + i % 30,
-            "genres": item_genres(i),
-        }
+    items = {
+        f"m{i}": RawItem(f'Film "{i}" part {i % 7}', 1980 + i % 30, tuple(item_genres(i)))
         for i in range(1, N_ITEMS + 1)
-    ]
+    }
     sequences = []
     for u in range(30):
         seq = rng.choice(np.arange(1, N_ITEMS + 1), size=int(rng.integers(4, 15)), replace=False).tolist()
         stamps = (8.8e8 + 86_400 * np.arange(len(seq))).astype(int).tolist()
-        sequences.append({"user": f"user{u}", "items": seq, "timestamps": stamps})
-    lengths = [len(s["items"]) for s in sequences]
-    meta = {
-        "format_version": 1,
-        "name": "tiny",
-        "verb": "watched",
-        "noun": "movie",
-        "genres": GENRES,
-        "source": {},
-        "config": {},
-    }
-    stats = {
-        "users": len(sequences),
-        "items": N_ITEMS,
-        "interactions": sum(lengths),
-        "avg_length": sum(lengths) / len(lengths),
-        "min_length": min(lengths),
-        "max_length": max(lengths),
-    }
-    (root / "dataset.json").write_text(json.dumps(meta))
-    (root / "items.jsonl").write_text("".join(json.dumps(row) + "\n" for row in items))
-    (root / "sequences.jsonl").write_text("".join(json.dumps(row) + "\n" for row in sequences))
-    (root / "stats.json").write_text(json.dumps(stats))
-    return root
+        sequences.append((f"user{u}", UserSequence([f"m{i}" for i in seq], stamps)))
+    meta = {"name": "tiny", "verb": "watched", "noun": "movie", "genres": GENRES, "source": {}, "config": {}}
+    return write_processed(root, meta, items, sequences, removed={})
 
 
 def write_sasrec(out: Path) -> SASRec:

@@ -23,6 +23,8 @@ from models.prompts import PromptConfig
 from models.sasrec import SASRec, SASRecConfig
 from training import export
 from training.common.errors import CheckpointError, ConfigError
+from training.data.readers import RawItem
+from training.data.writer import UserSequence, write_processed
 from training.export import export_bundle, verify_bundle_dir
 from training.llmsrec.checkpoint import checkpoint_config, save_llmsrec
 from training.sasrec.checkpoint import load_sasrec, save_checkpoint
@@ -31,43 +33,12 @@ N_ITEMS, HIDDEN, LLM_H = 20, 8, 16
 SEQUENCES = [[1, 2, 3, 4, 5], [2, 3, 6], [7, 1, 2, 8, 9, 10], [11, 12, 13, 2]]  # train = s[:-2]
 
 
-def write_processed(root: Path, name: str = "toy", n_items: int = N_ITEMS) -> Path:
-    """A processed dataset directory in the format of `llmrec data prepare`."""
-    root.mkdir(parents=True)
-    items = [
-        {
-            "item_id": i,
-            "original_id": str(100 + i),
-            "title": f"Film {i}",
-            "year": 1990 + i,
-            "genres": ["Drama"],
-        }
-        for i in range(1, n_items + 1)
-    ]
-    seqs = [{"user": f"u{u}", "items": s, "timestamps": None} for u, s in enumerate(SEQUENCES)]
-    dataset = {
-        "format_version": 1,
-        "name": name,
-        "verb": "watched",
-        "noun": "movie",
-        "genres": ["Drama"],
-        "source": {},
-        "config": {},
-    }
-    lengths = [len(s) for s in SEQUENCES]
-    stats = {
-        "users": len(SEQUENCES),
-        "items": n_items,
-        "interactions": sum(lengths),
-        "avg_length": sum(lengths) / len(lengths),
-        "min_length": min(lengths),
-        "max_length": max(lengths),
-    }
-    (root / "dataset.json").write_text(json.dumps(dataset))
-    (root / "items.jsonl").write_text("".join(json.dumps(row) + "\n" for row in items))
-    (root / "sequences.jsonl").write_text("".join(json.dumps(row) + "\n" for row in seqs))
-    (root / "stats.json").write_text(json.dumps(stats))
-    return root
+def toy_processed(root: Path, name: str = "toy", n_items: int = N_ITEMS) -> Path:
+    """A processed dataset directory, written by `llmrec data prepare`'s own writer."""
+    items = {str(100 + i): RawItem(f"Film {i}", 1990 + i, ("Drama",)) for i in range(1, n_items + 1)}
+    seqs = [(f"u{u}", UserSequence([str(100 + i) for i in s], None)) for u, s in enumerate(SEQUENCES)]
+    meta = {"name": name, "verb": "watched", "noun": "movie", "genres": ["Drama"], "source": {}, "config": {}}
+    return write_processed(root, meta, items, seqs, removed={})
 
 
 def write_sasrec(out: Path, n_items: int = N_ITEMS, hidden: int = HIDDEN, dataset: str = "toy") -> SASRec:
@@ -126,7 +97,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_file({"w": np.ones((2, 2), np.float32)}, str(llm / "model.safetensors"))
     (llm / "pytorch_model.bin").write_bytes(b"pickle: never bundled")
     write_llmsrec(root / "llmsrec", teacher, str(llm))
-    return {"data": write_processed(root / "data"), "sasrec": root / "sasrec", "llmsrec": root / "llmsrec"}
+    return {"data": toy_processed(root / "data"), "sasrec": root / "sasrec", "llmsrec": root / "llmsrec"}
 
 
 def run_export(inputs: Mapping[str, Path | None], out: Path, **flags: bool) -> Path:
