@@ -64,18 +64,13 @@ def median_ms(fn: Callable[[], Any], reps: int, cuda: bool) -> float:
 
 def llm_candidates() -> list[tuple[str, Callable[[], tuple[Any, Any]]]]:
     """(name, loader) for the tiny random Llama and, if cached, SmolLM2 (never downloads or converts)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.common.llm import tiny_tokenizer
+    from training.common.llm import tiny_llama, tiny_tokenizer
 
     def tiny() -> tuple[Any, Any]:
         tokenizer = tiny_tokenizer()
-        config = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        )  # fmt: skip
-        torch.manual_seed(0)
-        return LlamaForCausalLM(config), tokenizer
+        return tiny_llama(len(tokenizer), hidden=256, layers=4), tokenizer
 
     out: list[tuple[str, Callable[[], tuple[Any, Any]]]] = [("tiny-llama (random, 4x256)", tiny)]
     cache = Path(os.environ.get("LLMREC_CACHE_DIR", Path.home() / ".cache" / "llmrec"))

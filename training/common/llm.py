@@ -144,16 +144,18 @@ def tiny_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def tiny_llama(vocab_size: int, hidden: int = 32, seed: int = 0, init_std: float = 0.02) -> Any:
-    """A random 2-layer Llama (GQA, tied embeddings; weights from `seed`, normal with `init_std`) for
-    tiny_tokenizer's vocabulary."""
+def tiny_llama(
+    vocab_size: int, hidden: int = 32, seed: int = 0, init_std: float = 0.02, layers: int = 2
+) -> Any:
+    """A random Llama of `layers` layers (GQA, tied embeddings; weights from `seed`, normal with `init_std`)
+    for tiny_tokenizer's vocabulary."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=2 * hidden,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
