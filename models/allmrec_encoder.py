@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from models.allmrec import ALLMRecStage1, ALLMRecStage2, lm_loss
-from models.allmrec_scoring import PRIOR_MODES, llm_scores
+from models.allmrec_scoring import PRIOR_MODES, llm_scores, mode_scores
 from models.lm_scoring import IGNORE, continuation_logprobs, greedy_generate, target_logits
 from models.prompts import (
     ALLMREC_ITEM,
@@ -182,17 +182,28 @@ class ALLMRecEncoder:
         return lm_loss(logits, tokens)
 
     def ranking_losses(
-        self, histories: Sequence[History], candidates: Sequence[Sequence[int]], targets: Sequence[int]
+        self,
+        histories: Sequence[History],
+        candidates: Sequence[Sequence[int]],
+        targets: Sequence[int],
+        mode: str = "sum",
     ) -> dict[str, Tensor]:
         """One forward, two losses, gradients into stage 2. `lm`: the paper's LM loss, the target title's
         (and EOS's) mean token cross-entropy. `rank` (ours): cross-entropy of a softmax over every candidate's
-        summed title log-likelihood, the very score ranked at inference, with the target as the label."""
+        score in `mode` (models.allmrec_scoring: `sum` is the paper's summed title log-likelihood), with
+        the target as the label. The PMI modes also run the prior prompt, without gradient: a baseline
+        per title, so the loss ranks by what the user's tokens add to each title's likelihood."""
         rows = self.candidate_rows(histories, candidates)
         where = [[int(c) for c in cands].index(int(t)) for cands, t in zip(candidates, targets, strict=True)]
-        logits = torch.stack([sums for sums, _ in rows])  # (B, C)
-        counts = torch.stack([n for _, n in rows]).to(logits.dtype)  # (B, C)
-        label = torch.tensor(where, device=logits.device)
-        picked = logits.gather(1, label[:, None])[:, 0] / counts.gather(1, label[:, None])[:, 0]
+        sums = torch.stack([s for s, _ in rows])  # (B, C)
+        counts = torch.stack([n for _, n in rows]).to(sums.dtype)  # (B, C)
+        prior = None
+        if mode in PRIOR_MODES:
+            with torch.no_grad():
+                prior = torch.stack([s for s, _ in self.prior_rows(candidates)]).to(sums.dtype)
+        label = torch.tensor(where, device=sums.device)
+        picked = sums.gather(1, label[:, None])[:, 0] / counts.gather(1, label[:, None])[:, 0]
+        logits = mode_scores(sums, counts, prior, mode)
         return {"lm": -picked.mean(), "rank": nn.functional.cross_entropy(logits, label)}
 
     def candidate_rows(

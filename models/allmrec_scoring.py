@@ -16,15 +16,19 @@ SASRec row) gets, as its SASRec score, either the row's warm mean (neutral: only
 ones for everyone, and the offset, chosen on validation, puts them back on the warm items' scale. Mode,
 weight, scales and offset are chosen on validation and recorded in the checkpoint and bundle. The genre
 answer is blended the same way: the LLM's genre scores with the history's own genre shares (`GenreBlend`).
-Numpy in, numpy out.
+Numpy in, numpy out (`mode_scores` also takes tensors).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 SCORE_MODES = ("sum", "mean", "pmi", "pmi-mean")
 PRIOR_MODES = ("pmi", "pmi-mean")  # modes that need the prior prompt's forward
@@ -59,16 +63,22 @@ class ALLMRecScoring:
         return self.sasrec_weight > 0
 
 
-def llm_scores(sums: np.ndarray, counts: np.ndarray, prior_sums: np.ndarray | None, mode: str) -> np.ndarray:
-    """(B, C) title log-likelihood sums, token counts and (for the PMI modes) prior sums → scores."""
-    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
+def mode_scores(sums: ArrayT, counts: ArrayT, prior_sums: ArrayT | None, mode: str) -> ArrayT:
+    """(B, C) title log-likelihood sums, token counts and (for the PMI modes) prior sums → scores in
+    `mode`, arithmetic only, so numpy arrays and torch tensors (training's ranking loss) alike."""
+    if mode not in SCORE_MODES:
+        raise ValueError(f"unknown A-LLMRec score mode {mode!r}")
     if mode in PRIOR_MODES:
         if prior_sums is None:
             raise ValueError(f"score mode {mode!r} needs the prior prompt's log-likelihoods")
-        sums = sums - np.asarray(prior_sums, np.float64)
-    if mode not in SCORE_MODES:
-        raise ValueError(f"unknown A-LLMRec score mode {mode!r}")
+        sums = sums - prior_sums
     return sums / counts if mode.endswith("mean") else sums
+
+
+def llm_scores(sums: np.ndarray, counts: np.ndarray, prior_sums: np.ndarray | None, mode: str) -> np.ndarray:
+    """mode_scores in float64 numpy."""
+    prior = None if prior_sums is None else np.asarray(prior_sums, np.float64)
+    return mode_scores(np.asarray(sums, np.float64), np.asarray(counts, np.float64), prior, mode)
 
 
 def blend(

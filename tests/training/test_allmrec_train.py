@@ -27,7 +27,7 @@ from training.allmrec.calibration import (
 )
 from training.allmrec.checkpoint import load_allmrec_encoder, load_stage1, load_stage2
 from training.allmrec.cold import make_cold_split
-from training.allmrec.config import Stage1TrainConfig, Stage2TrainConfig
+from training.allmrec.config import Stage1TrainConfig, Stage2TrainConfig, check_stage2
 from training.allmrec.scorer import ALLMRecScorer, evaluate_users, scoring_of
 from training.allmrec.stage1 import cold_mask, train_stage1
 from training.allmrec.stage2 import setup_stage2, stage2_examples, train_stage2, training_candidates
@@ -307,6 +307,29 @@ def test_ranking_losses_are_the_lm_loss_and_a_softmax_over_candidates(data, trai
     )  # the paper's loss averages over all target tokens
     (losses["lm"] + losses["rank"]).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.stage2.parameters())
+
+
+@pytest.mark.parametrize("mode", ["mean", "pmi", "pmi-mean"])
+def test_ranking_loss_ranks_by_the_chosen_score_mode(data, trained, mode: str) -> None:
+    config = Stage2TrainConfig(device="cpu", max_title_tokens=6, progress=False, rank_score=mode)
+    check_stage2(config)
+    encoder, _, _ = setup_stage2(data, trained["sasrec"], trained["s1"], config, llm=tiny_llm(seed=0))
+    examples = stage2_examples(data, 0, 0)[:2]
+    cands = [training_candidates(np.random.default_rng(0), e, encoder, 5) for e in examples]
+    histories, targets = [e.history for e in examples], [e.target for e in examples]
+    losses = encoder.ranking_losses(histories, cands, targets, mode)
+    # the scores inference ranks by in that mode (numpy, float64), as the softmax's logits
+    scores = np.stack(encoder.candidate_scores(histories, cands, mode))
+    where = torch.tensor([c.index(t) for c, t in zip(cands, targets, strict=True)])
+    expected = torch.nn.functional.cross_entropy(torch.from_numpy(scores).float(), where)
+    torch.testing.assert_close(losses["rank"].detach(), expected, rtol=1e-4, atol=1e-4)
+    plain = encoder.ranking_losses(histories, cands, targets)  # `sum`: another loss, the same LM part
+    assert not torch.allclose(plain["rank"], losses["rank"])
+    torch.testing.assert_close(plain["lm"], losses["lm"])
+    losses["rank"].backward()  # the prior runs without gradient; the user side still gets one
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.stage2.parameters())
+    with pytest.raises(ConfigError, match="rank-score"):
+        check_stage2(Stage2TrainConfig(rank_score="max"))
 
 
 def test_training_candidates_hold_the_target_and_fresh_negatives(data, trained) -> None:

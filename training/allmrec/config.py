@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.allmrec import Stage1Weights
+from models.allmrec_scoring import SCORE_MODES
 from models.prompts import ALLMREC_TEMPLATE_VERSIONS
 from training.common.config import DeviceConfig, LLMRunConfig, RunConfig
 from training.common.errors import ConfigError
@@ -64,6 +65,11 @@ class Stage2TrainConfig(LLMRunConfig):
         0.0,
         "Ours: weight of a listwise loss over the candidates' title likelihoods (0 = the paper's LM loss).",
     )
+    rank_score: str = flag(
+        "sum",
+        "Ours: the score the ranking loss ranks by: sum (the paper's) | mean | pmi | pmi-mean (the PMI modes "
+        "subtract each title's likelihood under the prior prompt, one more forward without gradient).",
+    )
     init: str = flag("", "Start from this stage-2 checkpoint's weights (same prompt template); '' = fresh.")
     calibration_users: int = flag(
         300, "Validation users to choose the candidate scoring on (0 = the paper's summed likelihood)."
@@ -78,6 +84,8 @@ def check_stage2(config: Stage2TrainConfig) -> None:
         raise ConfigError("--n-candidates must be >= 2, --lr > 0 and --time-budget-s >= 0")
     if config.rank_loss_weight < 0:
         raise ConfigError(f"--rank-loss-weight must be >= 0, got {config.rank_loss_weight}")
+    if config.rank_score not in SCORE_MODES:
+        raise ConfigError(f"--rank-score must be one of {', '.join(SCORE_MODES)}, got {config.rank_score!r}")
     if config.calibration_users < 0:
         raise ConfigError(f"--calibration-users must be >= 0, got {config.calibration_users}")
     if config.template not in ALLMREC_TEMPLATE_VERSIONS:

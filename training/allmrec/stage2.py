@@ -220,7 +220,7 @@ def _run_epoch(
         histories, targets = [e.history for e in batch], [e.target for e in batch]
         parts: dict[str, float] = {}
         if config.rank_loss_weight > 0:  # ours: the paper's LM loss + a listwise ranking loss, one forward
-            losses = encoder.ranking_losses(histories, cands, targets)
+            losses = encoder.ranking_losses(histories, cands, targets, config.rank_score)
             loss = losses["lm"] + config.rank_loss_weight * losses["rank"]
             parts = {"lm": float(losses["lm"].detach()), "rank": float(losses["rank"].detach())}
         else:  # the paper's LM loss on the target title
