@@ -18,6 +18,7 @@ from models.allmrec_encoder import prompt_order
 from models.allmrec_scoring import SCORE_MODES, ALLMRecScoring, blend, llm_scores
 from tests.models.tiny_llm import one_torch_thread, tiny_llm
 from training.allmrec import checkpoint, text_encoder
+from training.allmrec import stage2 as stage2_module
 from training.allmrec.calibration import (
     BLEND_WEIGHTS,
     COLD_OFFSETS,
@@ -330,6 +331,16 @@ def test_ranking_loss_ranks_by_the_chosen_score_mode(data, trained, mode: str) -
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.stage2.parameters())
     with pytest.raises(ConfigError, match="rank-score"):
         check_stage2(Stage2TrainConfig(rank_score="max"))
+
+
+def test_each_epoch_validates_by_the_ranking_losss_score(data, trained, monkeypatch) -> None:
+    config = Stage2TrainConfig(device="cpu", progress=False, rank_score="pmi")
+    encoder, _, _ = setup_stage2(data, trained["sasrec"], trained["s1"], config, llm=tiny_llm(seed=0))
+    seen = []
+    record = lambda data, scorer, *a, **kw: seen.append(scorer.scoring) or {}  # noqa: E731
+    monkeypatch.setattr(stage2_module, "evaluate", record)
+    stage2_module.validate(data, encoder, config)
+    assert seen == [ALLMRecScoring("pmi")]
 
 
 def test_training_candidates_hold_the_target_and_fresh_negatives(data, trained) -> None:

@@ -67,8 +67,9 @@ class Stage2TrainConfig(LLMRunConfig):
     )
     rank_score: str = flag(
         "sum",
-        "Ours: the score the ranking loss ranks by: sum (the paper's) | mean | pmi | pmi-mean (the PMI modes "
-        "subtract each title's likelihood under the prior prompt, one more forward without gradient).",
+        "Ours: the score the ranking loss and each epoch's validation rank by: sum (the paper's) | mean | "
+        "pmi | pmi-mean (the PMI modes subtract each title's likelihood under the prior prompt, one more "
+        "forward without gradient).",
     )
     init: str = flag("", "Start from this stage-2 checkpoint's weights (same prompt template); '' = fresh.")
     calibration_users: int = flag(

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from models.allmrec import ALLMRecStage2, Stage2Config
 from models.allmrec_encoder import ALLMRecEncoder
+from models.allmrec_scoring import ALLMRecScoring
 from models.prompts import ALLMRecPromptConfig, allmrec_template_version
 from training.allmrec.calibration import calibrate, write_calibration
 from training.allmrec.checkpoint import (
@@ -120,7 +121,8 @@ def setup_stage2(
 
 def validate(data: PreparedData, encoder: ALLMRecEncoder, config: Stage2TrainConfig) -> dict[str, Any]:
     encoder.stage2.eval()
-    scorer = ALLMRecScorer(encoder, "likelihood", config.eval_batch_size, config.eval_seed)
+    scoring = ALLMRecScoring(config.rank_score)  # the score the ranking loss trains (sum: the paper's)
+    scorer = ALLMRecScorer(encoder, "likelihood", config.eval_batch_size, config.eval_seed, scoring)
     metrics = evaluate(
         data,
         scorer,
