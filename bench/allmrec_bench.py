@@ -6,8 +6,8 @@ scoring chosen on validation (a blend with SASRec), each with standard errors. C
 items held out of every train sequence (SASRec never trains them; A-LLMRec reads them through the text
 encoder), the test users whose target is cold, the same rows — plus SASRec with the cold rows predicted from
 text by stage 1 — and the same models on a seeded sample of the split's warm-target users (what the cold
-scoring costs the others). Plus stage-2 training time, examples/s and
-its loss curve (bench/results/allmrec_stage2_loss.png). Checkpoints under --work are reused when present.
+scoring costs the others). Plus stage-2 training time, examples/s and its loss curve
+(`<--out stem>_stage2_loss.png` beside the JSON). Checkpoints under --work are reused when present.
 
 CPU (2 cores), official stage-2 budget (5 epochs over all users), all test users:
   .venv/bin/python bench/allmrec_bench.py --work work/allmrec-bench --threads 2
@@ -70,6 +70,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--stage2-batch", type=int, default=4)
     p.add_argument("--n-candidates", type=int, default=10, help="Candidates in each training prompt.")
     p.add_argument("--template", default="lead", help="paper | lead (A-LLMRec prompt template).")
+    p.add_argument(
+        "--rank-loss-weight",
+        type=float,
+        default=1.0,
+        help="Stage 2's listwise loss over the candidates' likelihoods (ours); 0 = the paper's LM loss only.",
+    )
+    p.add_argument("--rank-score", default="sum", help="That loss ranks by: sum | mean | pmi | pmi-mean.")
     p.add_argument("--eval-users", type=int, default=943, help="Warm test users (seeded subset).")
     p.add_argument("--skip-cold", action="store_true", help="Only the warm table.")
     p.add_argument("--skip-warm", action="store_true", help="Only the cold table.")
@@ -100,6 +107,8 @@ def pipeline(data: PreparedData, root: Path, args: argparse.Namespace, llm: Load
             lr=args.stage2_lr,
             n_candidates=args.n_candidates,
             template=args.template,
+            rank_loss_weight=args.rank_loss_weight,
+            rank_score=args.rank_score,
             seed=args.seed,
             device=args.device,
             dtype="float32",
@@ -203,18 +212,28 @@ def training_record(s2: Path) -> dict[str, Any]:
 
 
 def plot_losses(runs: dict[str, Path], path: Path) -> None:
+    """Each run's stage-2 loss per step (20-step mean); with the ranking loss, its two parts as well."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     for name, s2 in runs.items():
         steps = json.loads((s2 / "steps.json").read_text()) if (s2 / "steps.json").is_file() else []
-        if steps:
-            ax.plot([s["step"] for s in steps], [s["loss_avg"] for s in steps], label=name)
+        if not steps:
+            continue
+        x = [s["step"] for s in steps]
+        if "rank" not in steps[0]:
+            ax.plot(x, [s["loss_avg"] for s in steps], label=f"{name}: LM loss")
+            continue
+        for part, label in (("loss", "LM + ranking"), ("lm", "LM part"), ("rank", "ranking part")):
+            values = np.array([s[part] for s in steps])
+            mean = np.convolve(values, np.ones(20), "valid") / 20  # 20-step mean
+            ax.plot(x[19:], mean, label=f"{name}: {label}")
+    ax.axhline(np.log(10), color="grey", lw=0.8, ls=":", label="ranking loss at chance (10 candidates)")
     ax.set_xlabel("optimisation step")
-    ax.set_ylabel("LM loss on the target title (20-step mean)")
+    ax.set_ylabel("loss (20-step mean)")
     ax.set_title("A-LLMRec stage 2 on ml-100k")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)
 
 
@@ -296,7 +315,7 @@ def main() -> None:
         runs["cold"] = cold_s2
     if "cold_split_warm" in result:
         plot_cold_tradeoff(result, args.out.with_name("allmrec_cold_tradeoff.png"))
-    plot = args.out.with_name("allmrec_stage2_loss.png")
+    plot = args.out.with_name(f"{args.out.stem}_stage2_loss.png")
     plot_losses(runs, plot)
     result |= {
         "loss_plot": portable_path(plot),
