@@ -102,17 +102,16 @@ class HiddenStates:
 
 
 @torch.no_grad()
-def measure(folder: Path, states: HiddenStates, sas: SASRecScorer) -> dict[str, Any]:
+def measure(folder: Path, states: HiddenStates) -> dict[str, Any]:
     config = json.loads((folder / "config.json").read_text())
     scorer, test_hidden, overlap_hidden = states.get(folder, config["llm"])
     heads, test = scorer.encoder.heads, states.test
     users = heads.user_vector(test_hidden).float().numpy()
     llm = np.einsum("ud,ucd->uc", users, scorer.item_table[test["candidates"]])
     hybrid = HybridConfig.from_dict(config["hybrid"])
-    o_users, o_hist = states.overlap[0], states.overlap[1]
+    o_users = states.overlap[0]
     o_llm = heads.user_vector(overlap_hidden).float().numpy()
-    sas_table = sas.model.item_embeddings().detach().float().cpu().numpy()
-    joint = hybrid_user_vectors(o_llm, sas.user_vectors(o_hist), hybrid)
+    joint = hybrid_user_vectors(o_llm, test["sasrec_overlap_users"], hybrid)
     data = states.data
     return {
         "dir": portable_path(folder),
@@ -121,7 +120,7 @@ def measure(folder: Path, states: HiddenStates, sas: SASRecScorer) -> dict[str, 
         | {
             "weight": hybrid.weight,
             "top10_jaccard": top10_overlap(
-                data, joint, hybrid_item_table(scorer.item_table, sas_table), o_users
+                data, joint, hybrid_item_table(scorer.item_table, test["sasrec_table"]), o_users
             ),
         },
         "training": budget(config),
@@ -164,10 +163,12 @@ def main() -> None:
         "sasrec": np.asarray(sas.score(histories, candidates), dtype=np.float64),
     }
     overlap = overlap_users(data, args.overlap_users)
+    # SASRec's side of every row's hybrid, computed once
+    test["sasrec_overlap_users"] = sas.user_vectors(overlap[1])
+    test["sasrec_table"] = sas.model.item_embeddings().detach().float().cpu().numpy()
     states = HiddenStates(data, test, overlap)
-    sas_table = sas.model.item_embeddings().detach().float().cpu().numpy()
     sas_row = ndcg_hr(test["sasrec"]) | {
-        "top10_jaccard": top10_overlap(data, sas.user_vectors(overlap[1]), sas_table, overlap[0])
+        "top10_jaccard": top10_overlap(data, test["sasrec_overlap_users"], test["sasrec_table"], overlap[0])
     }
     teacher = json.loads((args.work / "sasrec" / "config.json").read_text())
     results: dict[str, Any] = {
@@ -177,7 +178,7 @@ def main() -> None:
         "n_users": len(users),
         "sasrec": sas_row
         | {"valid_ndcg@10": teacher["valid"]["ndcg@10"], "best_epoch": teacher["best_epoch"]},
-        "rows": {name: measure(folder, states, sas) for name, folder in args.rows.items()},
+        "rows": {name: measure(folder, states) for name, folder in args.rows.items()},
     }
     out = args.json or args.work / "llmsrec_levers.json"
     results["plot"] = portable_path(out.with_suffix(".png"))
